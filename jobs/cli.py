@@ -1,0 +1,195 @@
+"""The ``kiln`` command line: parse, build, run, report.
+
+    kiln run   [CONFIG] [key=value ...]   data, training and evaluation (the main job)
+    kiln data  [CONFIG] [key=value ...]   only the data side: a new dataset version
+    kiln train [CONFIG] [key=value ...]   only training, on a dataset version
+    kiln eval  CHECKPOINT                 score an exported checkpoint
+
+CONFIG defaults to jobs/configs/demo.yaml, which runs on the sample bundled in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXAMPLES = """examples:
+  kiln run                                  the whole job on the bundled sample
+  kiln run train.max_steps=50 --dry-run     print the resolved config, run nothing
+  kiln run my-job.yaml train.zero_stage=3   your own job config, with an override
+  kiln run --resume                         continue the newest unfinished run
+  kiln data data.filter.languages=[en]      only build a dataset version
+  kiln eval kiln-out/runs/<run>/train/final score a checkpoint
+"""
+
+
+def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
+    """Separate an optional config path from key=value overrides."""
+    config, overrides = None, []
+    for item in items:
+        if "=" in item and not item.endswith((".yaml", ".yml")):
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise SystemExit(f"kiln: unexpected argument {item!r} (overrides look like key=value)")
+    return config, overrides
+
+
+def _add_job_arguments(p: argparse.ArgumentParser, *, resumable: bool = True) -> None:
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG] [key=value]",
+        help="a job config YAML (default: jobs/configs/demo.yaml) and dotted overrides such as "
+        "train.max_steps=100 or data.filter.languages=[en,de]",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate and print the resolved config, then stop"
+    )
+    p.add_argument("--run-name", help="name of the run (default: <job name>-<date>-<time>)")
+    if resumable:
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the newest unfinished run of this job (or --run-name)",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiln",
+        description="kiln turns web pages, WARC files and books into a deduplicated, versioned "
+        "token dataset, pretrains a GPT on it with DeepSpeed ZeRO, and evaluates it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, Ray's included"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="the main job: data, training and evaluation",
+        description="Run the whole job: read and clean the inputs into a new dataset version, "
+        "train on it with DeepSpeed ZeRO under Ray Train, evaluate the result, and print where "
+        "everything is with the ledger of kept and dropped documents.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_job_arguments(p)
+
+    p = sub.add_parser(
+        "data",
+        help="only the data side: a new dataset version",
+        description="Read, extract, filter, dedup, tokenize and shard into a new dataset version.",
+    )
+    _add_job_arguments(p)
+
+    p = sub.add_parser(
+        "train",
+        help="only training, on a dataset version",
+        description="Train on a dataset version (default: the current version of "
+        "data.dataset_name in the store) and export the final weights.",
+    )
+    _add_job_arguments(p)
+    p.add_argument("--dataset", help="dataset version folder to train on")
+
+    p = sub.add_parser(
+        "eval",
+        help="score an exported checkpoint",
+        description="Validation loss, generation tests and cloze score of a checkpoint; writes "
+        "JSON. CHECKPOINT is the 'final' folder a training run exports.",
+    )
+    p.add_argument("checkpoint", help="exported checkpoint folder (<run>/train/final)")
+    p.add_argument("--dataset", help="dataset version to score on (default: the one it trained on)")
+    p.add_argument("--config", help="job config whose eval section to use (default: demo.yaml)")
+    p.add_argument("--out", help="where to write the JSON (default: <checkpoint>/eval.json)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides, e.g. eval.max_new_tokens=20"
+    )
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not verbose:
+        for noisy in ("urllib3", "filelock", "trafilatura", "htmldate", "courlan"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Positionals may come after options (`kiln train --dataset D key=value`); argparse leaves
+    # those over, so collect them here rather than reject them.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        (args.overrides if args.command == "eval" else args.args).extend(extra)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args.verbose)
+
+    from jobs.config import ConfigError, load_job_config
+
+    try:
+        if args.command == "eval":
+            return _eval(args)
+        config_path, overrides = _split_args(args.args)
+        cfg = load_job_config(config_path, overrides)
+        if args.dry_run:
+            print(json.dumps(cfg.model_dump(), indent=2))
+            return 0
+        from jobs.run import format_summary, run_job
+
+        steps = {"run": ("data", "train", "eval"), "data": ("data",), "train": ("train",)}[
+            args.command
+        ]
+        state = run_job(
+            cfg,
+            run_name=args.run_name,
+            resume=args.resume,
+            steps=steps,
+            dataset_dir=getattr(args, "dataset", None),
+        )
+        print(format_summary(state))
+        return 0
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 2
+
+
+def _eval(args) -> int:
+    from jobs.config import load_job_config
+    from model.evaluate import evaluate
+    from pipeline.store import atomic_write_json
+
+    cfg = load_job_config(args.config, list(args.overrides))
+    results = evaluate(args.checkpoint, args.dataset, cfg.eval.model_dump())
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
+    atomic_write_json(out, results)
+    v, g, c = results["validation"], results["generation"], results["cloze"]
+    print(f"val loss {v['loss']:.4f} (perplexity {v['perplexity']:.1f}) on {v['tokens']:,} tokens")
+    print(f"generation tests {g['passed']}/{g['total']} passed")
+    if c.get("accuracy") is not None:
+        print(f"cloze {c['accuracy']:.1%} on {c['items']} items")
+    print(f"results written to {os.path.relpath(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

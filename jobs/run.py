@@ -1,0 +1,318 @@
+"""The main job: data, then training, then evaluation, as one resumable run.
+
+A run has a name (``<job>-<date>-<time>`` by default) and a folder ``<output_dir>/runs/<name>``
+holding ``state.json``, which records each finished step. ``kiln run --resume`` skips the
+finished steps of the newest unfinished run (or of ``--run-name``); an interrupted training
+step resumes from its last DeepSpeed checkpoint.
+
+Outputs::
+
+    <output_dir>/store/                 dataset store (pipeline/store.py)
+    <output_dir>/runs/<name>/state.json steps done and where their outputs are
+    <output_dir>/runs/<name>/train/     checkpoints, final weights, train_log.jsonl
+    <output_dir>/runs/<name>/eval.json  evaluation results
+    <output_dir>/wandb/                 wandb runs (offline unless a key is set)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from jobs.config import ConfigError, JobConfig
+from jobs.tracking import resolve_mode, start_run
+from pipeline.store import DatasetStore, atomic_write_json
+
+__all__ = ["STEPS", "RunPaths", "connect_ray", "new_run_name", "run_job"]
+
+log = logging.getLogger("kiln")
+
+STEPS = ("data", "train", "eval")
+
+
+class RunPaths:
+    """Where one run's outputs go."""
+
+    def __init__(self, cfg: JobConfig, name: str):
+        self.name = name
+        self.output = Path(cfg.output_dir).resolve()
+        self.store = DatasetStore(self.output / "store")
+        self.run_dir = self.output / "runs" / name
+        self.state = self.run_dir / "state.json"
+        self.train_dir = self.run_dir / "train"
+        self.eval_json = self.run_dir / "eval.json"
+        self.wandb_dir = self.output / "wandb"
+        self.ray_storage = self.output / "ray"
+
+    def load_state(self) -> dict:
+        return json.loads(self.state.read_text()) if self.state.exists() else {"steps": {}}
+
+    def save_state(self, state: dict) -> None:
+        atomic_write_json(self.state, state)
+
+
+def new_run_name(job_name: str) -> str:
+    return f"{job_name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_unfinished_run(cfg: JobConfig) -> str | None:
+    runs = Path(cfg.output_dir) / "runs"
+    if not runs.is_dir():
+        return None
+    candidates = []
+    for folder in runs.iterdir():
+        state_path = folder / "state.json"
+        if not folder.name.startswith(cfg.name + "-") or not state_path.exists():
+            continue
+        state = json.loads(state_path.read_text())
+        if not state.get("finished"):
+            candidates.append((state_path.stat().st_mtime, folder.name))
+    return max(candidates)[1] if candidates else None
+
+
+def connect_ray(cfg: JobConfig) -> int:
+    """Start or join Ray; return how many CPUs the cluster has (for stage parallelism)."""
+    import ray
+
+    if not ray.is_initialized():
+        # Ray Data logs a progress report per operator at INFO; kiln keeps the console to its own
+        # summary unless the user asked for detail (-v).
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+            logging.getLogger("ray.train").setLevel(logging.WARNING)
+        ray.init(
+            address=cfg.ray.address,
+            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+            logging_level=logging.WARNING,
+        )
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = sys.stderr.isatty()
+        ctx.execution_options.preserve_order = True  # same input, same shard order
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
+    from pipeline.runner import run_data
+
+    cpus = connect_ray(cfg)
+    result = run_data(cfg.data, paths.store, paths.name, concurrency=cpus)
+    tracker = start_run(
+        cfg.wandb.model_dump(),
+        name=f"{paths.name}-data",
+        job_type="data",
+        directory=paths.wandb_dir,
+        config={"data": cfg.data.model_dump()},
+    )
+    ledger = result.ledger
+    tracker.summary(
+        {
+            "documents_in": ledger.documents_in,
+            "documents_kept": ledger.documents_kept,
+            "documents_dropped": ledger.documents_dropped,
+            "dataset_version": result.version,
+            **{f"split_{k}": v for k, v in result.stats["splits"].items()},
+        }
+    )
+    tracker.table(
+        "ledger",
+        ["stage", "reason", "documents"],
+        [[s, r, n] for s, reasons in ledger.dropped.items() for r, n in reasons.items()]
+        + [["(kept)", "", ledger.documents_kept]],
+    )
+    wandb_dir = tracker.dir
+    tracker.finish()
+    return {
+        "version": result.version,
+        "version_dir": str(result.version_dir),
+        "tokenizer_path": str(result.tokenizer_path),
+        "stage_outputs": str(result.run_dir),
+        "ledger": ledger.to_dict(),
+        "ledger_text": ledger.format(),
+        "stats": result.stats,
+        "wandb": wandb_dir,
+    }
+
+
+def _train_step(cfg: JobConfig, paths: RunPaths, version_dir: str, tokenizer_path: str) -> dict:
+    from jobs.launch import launch_ray_train
+
+    connect_ray(cfg)
+    worker_cfg = {
+        "model": cfg.model.resolved(),
+        "train": cfg.train.model_dump(),
+        "dataset_dir": version_dir,
+        "tokenizer_path": tokenizer_path,
+        "out_dir": str(paths.train_dir),
+        "run": paths.name,
+        "wandb": cfg.wandb.model_dump(),
+        "wandb_run_name": f"{paths.name}-train",
+        "wandb_dir": str(paths.wandb_dir),
+    }
+    summary = launch_ray_train(
+        worker_cfg,
+        num_workers=cfg.train.num_workers,
+        use_gpu=cfg.train.use_gpu,
+        storage_dir=paths.ray_storage,
+    )
+    return {**summary, "train_dir": str(paths.train_dir)}
+
+
+def _eval_step(cfg: JobConfig, paths: RunPaths, final_dir: str, version_dir: str) -> dict:
+    from model.evaluate import evaluate
+
+    results = evaluate(final_dir, version_dir, cfg.eval.model_dump())
+    atomic_write_json(paths.eval_json, results)
+    tracker = start_run(
+        cfg.wandb.model_dump(),
+        name=f"{paths.name}-train",
+        job_type="train",
+        directory=paths.wandb_dir,
+    )
+    tracker.summary(
+        {
+            "eval/val_loss": results["validation"]["loss"],
+            "eval/val_perplexity": results["validation"]["perplexity"],
+            "eval/generation_pass_rate": results["generation"]["pass_rate"],
+            "eval/cloze_accuracy": results["cloze"]["accuracy"],
+        }
+    )
+    tracker.table(
+        "eval/generations",
+        ["prompt", "mode", "continuation", "stop_reason", "passed"],
+        [
+            [c["prompt"], c["mode"], c["continuation"], c["stop_reason"], c["passed"]]
+            for c in results["generation"]["cases"]
+        ],
+    )
+    tracker.finish()
+    return {
+        "eval_json": str(paths.eval_json),
+        "validation": results["validation"],
+        "generation_pass_rate": results["generation"]["pass_rate"],
+        "cloze": results["cloze"],
+    }
+
+
+def run_job(
+    cfg: JobConfig,
+    *,
+    run_name: str | None = None,
+    resume: bool = False,
+    steps: tuple[str, ...] = STEPS,
+    dataset_dir: str | None = None,
+) -> dict:
+    """Run the chosen steps in order; returns the run's state (what was produced where)."""
+    if resume and run_name is None:
+        run_name = latest_unfinished_run(cfg)
+        if run_name is None:
+            raise ConfigError(
+                f"no unfinished run of job {cfg.name!r} under {cfg.output_dir}/runs to resume"
+            )
+    paths = RunPaths(cfg, run_name or new_run_name(cfg.name))
+    if paths.state.exists() and not resume:
+        raise ConfigError(f"run {paths.name!r} already exists; pass --resume to continue it")
+    state = paths.load_state()
+    state.update({"name": paths.name, "config": cfg.model_dump(), "steps_requested": list(steps)})
+    state.setdefault("steps", {})
+    paths.save_state(state)
+    log.info("run %s: steps %s, outputs under %s", paths.name, ", ".join(steps), paths.output)
+
+    done = state["steps"]
+    if "data" in steps:
+        if "data" in done:
+            log.info("data: done in an earlier attempt, skipping")
+        else:
+            done["data"] = _data_step(cfg, paths)
+            paths.save_state(state)
+            log.info(
+                "data: dataset version %s\n%s",
+                done["data"]["version_dir"],
+                done["data"]["ledger_text"],
+            )
+
+    version_dir = dataset_dir or (done.get("data") or {}).get("version_dir")
+    if version_dir is None and ("train" in steps or "eval" in steps):
+        current = paths.store.current_version(cfg.data.dataset_name)
+        if current is None:
+            raise ConfigError(
+                f"no dataset version of {cfg.data.dataset_name!r} in {paths.store.root}; "
+                "run `kiln data` first or pass --dataset"
+            )
+        version_dir = str(current)
+
+    if "train" in steps:
+        if "train" in done:
+            log.info("train: done in an earlier attempt, skipping")
+        else:
+            from pipeline.shards import read_manifest
+
+            manifest = read_manifest(version_dir)
+            tokenizer_path = str(paths.store.root / manifest["tokenizer"]["path"])
+            done["train"] = _train_step(cfg, paths, version_dir, tokenizer_path)
+            paths.save_state(state)
+
+    if "eval" in steps:
+        final_dir = (done.get("train") or {}).get("final_dir")
+        if final_dir is None:
+            raise ConfigError("eval needs a trained checkpoint: run the train step first")
+        done["eval"] = _eval_step(cfg, paths, final_dir, version_dir)
+        paths.save_state(state)
+
+    state["finished"] = True
+    state["wandb_mode"] = resolve_mode(cfg.wandb.mode)
+    state["wandb_dir"] = str(paths.wandb_dir)
+    paths.save_state(state)
+    return state
+
+
+def format_summary(state: dict) -> str:
+    """What a user reads at the end of a job: where everything is, and the ledger."""
+    steps = state["steps"]
+    cwd = os.getcwd()
+
+    def rel(p: str) -> str:
+        return os.path.relpath(p, cwd) if p and p.startswith(cwd) else p
+
+    lines = [f"kiln run {state['name']} finished"]
+    if "data" in steps:
+        d = steps["data"]
+        sp = d["stats"]["splits"]
+        lines.append(
+            f"  dataset version  {rel(d['version_dir'])}  (train {sp['train']['tokens']:,} tokens / "
+            f"{sp['train']['documents']} docs, val {sp['val']['tokens']:,} tokens / "
+            f"{sp['val']['documents']} docs)"
+        )
+        lines.append(
+            f"  stage outputs    {rel(d['stage_outputs'])}  (documents/, rejects/, ledger.json)"
+        )
+    if "train" in steps:
+        t = steps["train"]
+        lines.append(f"  checkpoint       {rel(t['final_dir'])}")
+        lines.append(
+            f"  training loss    {t['first_logged_loss']:.3f} at step 1 -> {t['final_loss']:.3f} at step {t['steps']}"
+        )
+    if "eval" in steps:
+        e = steps["eval"]
+        cloze = e["cloze"]
+        cloze_text = (
+            f"cloze {cloze['accuracy']:.1%} on {cloze['items']} items "
+            f"(most-frequent-word baseline {cloze['most_frequent_word_baseline']:.1%})"
+            if cloze.get("accuracy") is not None
+            else "cloze: no items"
+        )
+        lines.append(
+            f"  eval results     {rel(e['eval_json'])}  (val loss {e['validation']['loss']:.3f}, "
+            f"generation tests {e['generation_pass_rate']:.0%} passed, {cloze_text})"
+        )
+    mode = state.get("wandb_mode")
+    if mode and mode != "disabled":
+        hint = "  (offline: `wandb sync` uploads them)" if mode == "offline" else ""
+        lines.append(f"  wandb runs       {rel(state['wandb_dir'])}{hint}")
+    if "data" in steps:
+        lines.append("ledger:")
+        lines.extend("  " + line for line in steps["data"]["ledger_text"].splitlines())
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""The whole data side on the bundled sample, on a local Ray instance."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import DataConfig
+from pipeline.runner import choose_validation, run_data
+from pipeline.shards import TokenShards, read_manifest, verify_version
+from pipeline.store import DatasetStore
+from tests.helpers import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def result(ray_local, tmp_path_factory):
+    cfg = DataConfig(
+        inputs=[
+            {"path": str(SAMPLE / "web")},
+            {"path": str(SAMPLE / "warc")},
+            {"path": str(SAMPLE / "books")},
+        ],
+        filter={"languages": ["en", "de", "fr"]},
+        tokenizer={"vocab_size": 2048},
+    )
+    store = DatasetStore(tmp_path_factory.mktemp("store"))
+    return run_data(cfg, store, "test-run", concurrency=2), store
+
+
+@pytest.mark.slow
+def test_ledger_balances_for_every_stage(result):
+    res, _ = result
+    ledger = res.ledger
+    assert ledger.balanced
+    assert ledger.documents_in == 39  # 27 pages + 1 WARC response + 11 books
+    for stage in ledger.per_stage():
+        assert stage["in"] == stage["kept"] + stage["dropped"]
+    assert ledger.dropped["language"] == {"language:an": 1}  # the Aragonese Wikipedia page
+    assert ledger.dropped["dedup"] == {"near_duplicate": 1}  # the second Treasure Island
+
+
+@pytest.mark.slow
+def test_stage_outputs_hold_every_document_once(result):
+    res, _ = result
+    kept = pq.read_table(res.run_dir / "documents")
+    rejects = pq.read_table(res.run_dir / "rejects")
+    assert kept.num_rows == res.ledger.documents_kept
+    assert rejects.num_rows == res.ledger.documents_dropped
+    assert set(kept["id"].to_pylist()).isdisjoint(rejects["id"].to_pylist())
+    assert "raw" not in kept.column_names
+
+
+@pytest.mark.slow
+def test_manifest_matches_the_shards(result):
+    res, store = result
+    assert verify_version(res.version_dir) == []
+    manifest = read_manifest(res.version_dir)
+    assert store.current_version("sample") == res.version_dir
+    train, val = TokenShards(res.version_dir, "train"), TokenShards(res.version_dir, "val")
+    assert train.num_tokens == manifest["splits"]["train"]["tokens"]
+    assert val.num_documents == manifest["splits"]["val"]["documents"]
+    assert train.num_documents + val.num_documents == res.ledger.documents_kept
+    assert manifest["ledger"]["balanced"]
+    assert len(manifest["inputs"]) == 39 and all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    assert manifest["tokenizer"]["vocab_size"] == 2048 and manifest["dtype"] == "uint16"
+
+
+def test_validation_split_is_stable_and_never_empty():
+    sizes = {f"doc{i}": 100 for i in range(50)}
+    val = choose_validation(sizes, 0.1)
+    assert 5 <= len(val) <= 6
+    assert choose_validation(dict(reversed(list(sizes.items()))), 0.1) == val
+    assert len(choose_validation({"a": 10, "b": 10}, 0.01)) == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        choose_validation({"a": 1}, 0.1)
