@@ -14,12 +14,14 @@ STAMP  := $(VENV)/.kiln-installed
 install: $(STAMP)
 
 # torch is installed on its own first: a bare torch requirement with no torch present pulls a
-# multi-GB CUDA build. constraints.txt pins the versions kiln is tested with.
+# multi-GB CUDA build. constraints.txt pins the versions kiln is tested with. Last, DeepSpeed's
+# CPU communication op is compiled once into the venv (model/ds_ops.py says why).
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m model.ds_ops
 	touch $@
 
 demo: install

@@ -143,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _configure_logging(args.verbose)
+    from model.ds_ops import use_private_extensions_dir
+
+    use_private_extensions_dir()  # before Ray starts, so every worker inherits it
 
     from jobs.config import ConfigError, load_job_config
+    from model.checkpoint import CheckpointError
+    from pipeline.errors import InputError
 
     try:
         if args.command == "eval":
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_summary(state))
         return 0
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, InputError, CheckpointError, FileNotFoundError) as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return 2
 

@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from jobs.config import ConfigError, JobConfig
@@ -59,18 +58,20 @@ def new_run_name(job_name: str) -> str:
     return f"{job_name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def latest_unfinished_run(cfg: JobConfig) -> str | None:
+def latest_unfinished_run(cfg: JobConfig, steps: tuple[str, ...]) -> str | None:
+    """The newest run of this job and command (same steps) that did not finish."""
     runs = Path(cfg.output_dir) / "runs"
     if not runs.is_dir():
         return None
     candidates = []
-    for folder in runs.iterdir():
-        state_path = folder / "state.json"
-        if not folder.name.startswith(cfg.name + "-") or not state_path.exists():
-            continue
+    for state_path in runs.glob("*/state.json"):
         state = json.loads(state_path.read_text())
-        if not state.get("finished"):
-            candidates.append((state_path.stat().st_mtime, folder.name))
+        if (
+            state.get("job") == cfg.name
+            and tuple(state.get("steps_requested", ())) == tuple(steps)
+            and not state.get("finished")
+        ):
+            candidates.append((state_path.stat().st_mtime, state_path.parent.name))
     return max(candidates)[1] if candidates else None
 
 
@@ -79,6 +80,8 @@ def connect_ray(cfg: JobConfig) -> int:
     import ray
 
     if not ray.is_initialized():
+        import ray.data  # configures Ray Data's loggers on import; adjust them afterwards
+
         # Ray Data logs a progress report per operator at INFO; kiln keeps the console to its own
         # summary unless the user asked for detail (-v).
         if not log.isEnabledFor(logging.DEBUG):
@@ -90,7 +93,6 @@ def connect_ray(cfg: JobConfig) -> int:
             logging_level=logging.WARNING,
         )
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = sys.stderr.isatty()
         ctx.execution_options.preserve_order = True  # same input, same shard order
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -207,16 +209,30 @@ def run_job(
 ) -> dict:
     """Run the chosen steps in order; returns the run's state (what was produced where)."""
     if resume and run_name is None:
-        run_name = latest_unfinished_run(cfg)
+        run_name = latest_unfinished_run(cfg, steps)
         if run_name is None:
             raise ConfigError(
-                f"no unfinished run of job {cfg.name!r} under {cfg.output_dir}/runs to resume"
+                f"no unfinished run of job {cfg.name!r} with steps {', '.join(steps)} under "
+                f"{cfg.output_dir}/runs to resume (name one with --run-name)"
             )
     paths = RunPaths(cfg, run_name or new_run_name(cfg.name))
     if paths.state.exists() and not resume:
         raise ConfigError(f"run {paths.name!r} already exists; pass --resume to continue it")
+    if resume and not paths.state.exists():
+        raise ConfigError(f"no run {paths.name!r} under {cfg.output_dir}/runs to resume")
+    if dataset_dir is not None:
+        from pipeline.shards import read_manifest
+
+        read_manifest(dataset_dir)  # fail now, before a run is recorded, if it is no dataset
     state = paths.load_state()
-    state.update({"name": paths.name, "config": cfg.model_dump(), "steps_requested": list(steps)})
+    state.update(
+        {
+            "name": paths.name,
+            "job": cfg.name,
+            "config": cfg.model_dump(),
+            "steps_requested": list(steps),
+        }
+    )
     state.setdefault("steps", {})
     paths.save_state(state)
     log.info("run %s: steps %s, outputs under %s", paths.name, ", ".join(steps), paths.output)

@@ -5,8 +5,8 @@
 - Generation tests: each prompt is continued greedily and by seeded sampling; each continuation
   must end either with the end-of-document token or after exactly ``max_new_tokens`` tokens.
 - Cloze: LAMBADA-style last-word prediction (Paperno et al., 2016) on sentences of the held-out
-  text. The model greedily continues the sentence; an item is right when the first word it
-  writes is the missing word. The most frequent target word gives a floor to compare with.
+  text: an item is right when greedy decoding would produce exactly the missing word. The most
+  frequent target word gives a floor to compare with.
 
 Results are a JSON-ready dict that names the checkpoint and dataset version it scored.
 """
@@ -30,7 +30,6 @@ from pipeline.tokenizer import EOS_TOKEN
 __all__ = ["cloze_items", "cloze_score", "evaluate", "generation_tests", "validation_loss"]
 
 _SENTENCE_END_WORD = re.compile(r"(?<=\s)([^\W\d_]{3,})[.!?]")
-_FIRST_WORD = re.compile(r"[^\W\d_]+")
 
 
 @torch.no_grad()
@@ -113,28 +112,45 @@ def cloze_items(
     stride = max(1, len(candidates) // n_items)
     items = []
     for context, word in candidates[::stride][:n_items]:
-        ids = tokenizer.encode(context).ids[-context_tokens:]
-        items.append({"context_ids": ids, "target": word})
+        items.append(
+            {
+                "context_ids": tokenizer.encode(context).ids[-context_tokens:],
+                # The byte-level pre-tokenizer splits before each space, so the word's tokens
+                # are the same whether it is encoded alone (with its space) or after the context.
+                "target_ids": tokenizer.encode(" " + word).ids,
+                "target": word,
+            }
+        )
     return items
 
 
-def cloze_score(model, tokenizer, items: list[dict], *, max_new_tokens: int = 6) -> dict:
+@torch.no_grad()
+def cloze_score(model, tokenizer, items: list[dict]) -> dict:
+    """An item is right when greedy decoding would produce every token of the target word
+    (teacher-forced argmax, as LAMBADA is usually scored), so a model that continues the
+    previous word instead of starting a new one is wrong."""
     if not items:
         return {"items": 0, "accuracy": None, "note": "no sentence-final words in the val split"}
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
-    correct, examples = 0, []
+    device = next(model.parameters()).device
+    correct, log_likelihood, examples = 0, 0.0, []
     for item in items:
-        gen = generate(model, item["context_ids"], max_new_tokens=max_new_tokens, eos_id=eos_id)
-        words = _FIRST_WORD.findall(tokenizer.decode([t for t in gen.tokens if t != eos_id]))
-        guess = words[0] if words else ""
-        hit = guess.casefold() == item["target"].casefold()
+        ids = item["context_ids"] + item["target_ids"]
+        inputs = torch.tensor([ids[:-1]], device=device)
+        logits, _ = model(inputs)  # (1, T, V)
+        n = len(item["target_ids"])
+        target_logits = logits[0, -n:].float()  # predictions for the target's tokens
+        target = torch.tensor(item["target_ids"], device=device)
+        hit = bool((target_logits.argmax(-1) == target).all())
         correct += hit
+        log_likelihood += target_logits.log_softmax(-1).gather(1, target[:, None]).sum().item()
         if len(examples) < 5:
-            examples.append({"target": item["target"], "guess": guess, "correct": hit})
+            guess = tokenizer.decode(target_logits.argmax(-1).tolist()).strip()
+            examples.append({"target": item["target"], "greedy": guess, "correct": hit})
     targets = Counter(i["target"].casefold() for i in items)
     return {
         "items": len(items),
         "accuracy": correct / len(items),
+        "mean_target_log_likelihood": log_likelihood / len(items),
         "most_frequent_word_baseline": targets.most_common(1)[0][1] / len(items),
         "examples": examples,
     }

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import DataConfig
 from pipeline.dedup import run_dedup
+from pipeline.errors import InputError
 from pipeline.extract import ExtractStage
 from pipeline.filters import LanguageFilter, LengthFilter
 from pipeline.ledger import Ledger, count_outcomes
@@ -66,25 +67,28 @@ def build_stages(cfg: DataConfig) -> list[Stage]:
 
 
 def choose_validation(doc_chars: dict[str, int], fraction: float) -> frozenset[str]:
-    """Hold out about ``fraction`` of the text (by characters) for validation.
+    """Hold out at most ``fraction`` of the text (by characters) for validation.
 
-    Documents are taken in the order of a hash of their id until the held-out text reaches the
-    fraction, so the choice does not depend on input order and a whole document always lands
-    on one side. At least one document is held out and at least one is left for training.
+    Documents are considered in the order of a hash of their id, so the choice does not depend
+    on input order, and a whole document always lands on one side. A document that would take
+    the held-out text past the budget is skipped, so one long book cannot swallow the split.
+    At least one document is held out (the shortest, if none fits the budget), and at least one
+    is left for training.
     """
     if len(doc_chars) < 2:
-        raise ValueError(
+        raise InputError(
             f"only {len(doc_chars)} document(s) survived the filters; at least 2 are needed to "
             "hold one out for validation (add inputs or relax data.filter)"
         )
     ranked = sorted(doc_chars, key=lambda d: hashlib.sha1(d.encode()).hexdigest())
     budget = fraction * sum(doc_chars.values())
     val, held = [], 0
-    for doc_id in ranked[:-1]:  # the last one always stays in training
-        if held >= budget:
-            break
-        val.append(doc_id)
-        held += doc_chars[doc_id]
+    for doc_id in ranked:
+        if held + doc_chars[doc_id] <= budget and len(val) < len(ranked) - 1:
+            val.append(doc_id)
+            held += doc_chars[doc_id]
+    if not val:
+        val = [min(ranked, key=lambda d: (doc_chars[d], ranked.index(d)))]
     return frozenset(val)
 
 
@@ -123,7 +127,10 @@ def run_data(
     ds = ray.data.from_items(inputs, override_num_blocks=max(1, min(len(inputs), 64)))
     ds = ds.map_batches(read_batch, batch_size=1, batch_format="pyarrow")
     stages = build_stages(cfg)
-    ds = apply_stages(ds, stages, concurrency=concurrency, batch_size=cfg.batch_size).materialize()
+    # No more actors than blocks: Ray warns about idle ones otherwise.
+    ds = apply_stages(
+        ds, stages, concurrency=min(concurrency, len(inputs)), batch_size=cfg.batch_size
+    ).materialize()
     t_stages = time.time()
 
     stage_names = [READ_STAGE] + [s.name for s in stages]
@@ -141,6 +148,8 @@ def run_data(
 
     counts = ds.map_batches(count_outcomes, batch_format="pyarrow").take_all()
     ledger = Ledger.from_counts(counts, stage_names)
+    # Written before anything can fail for lack of documents, so a user can see why.
+    atomic_write_json(run_dir / "ledger.json", ledger.to_dict())
 
     # Stage outputs: kept documents and rejects as Parquet, each renamed into place whole.
     kept = ds.map_batches(_kept_only, batch_format="pyarrow").materialize()
@@ -156,7 +165,10 @@ def run_data(
         for r in kept.map_batches(_id_and_length, batch_format="pyarrow").take_all()
     }
     kept_ids = list(doc_chars)
-    val_ids = choose_validation(doc_chars, cfg.shards.val_fraction)
+    try:
+        val_ids = choose_validation(doc_chars, cfg.shards.val_fraction)
+    except InputError as exc:
+        raise InputError(f"{exc}. Ledger of this run:\n{ledger.format()}") from None
 
     # Tokenizer: reuse the stored one when the same documents and settings trained it before.
     tok_settings = cfg.tokenizer.model_dump()
@@ -187,7 +199,7 @@ def run_data(
             fn_constructor_args=(tokenizer.to_str(), str(tmp), val_ids, eos_id),
             batch_format="pyarrow",
             batch_size=cfg.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(concurrency, kept.num_blocks()))),
         ).take_all()
         shard_rows.sort(key=lambda r: (r["split"], r["name"]))
         splits = {
@@ -238,6 +250,5 @@ def run_data(
         },
         "dataset_version": str(version_dir),
     }
-    atomic_write_json(run_dir / "ledger.json", ledger.to_dict())
     atomic_write_json(run_dir / "stats.json", stats)
     return DataResult(version, version_dir, tokenizer_path, ledger, run_dir, stats)

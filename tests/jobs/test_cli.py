@@ -45,7 +45,12 @@ def test_no_command_prints_help(capsys):
 
 
 def test_eval_of_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
-    from model.checkpoint import CheckpointError
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "missing model.pt" in capsys.readouterr().err
 
-    with pytest.raises(CheckpointError, match="missing model.pt"):
-        main(["eval", str(tmp_path)])
+
+def test_train_on_a_folder_that_is_not_a_dataset_records_no_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--dataset", str(tmp_path), f"output_dir={out}"]) == 2
+    assert "not a dataset version" in capsys.readouterr().err
+    assert not (out / "runs").exists()

@@ -31,12 +31,14 @@ def version(tmp_path_factory):
     records = ShardWriterFn(tok.to_str(), str(folder), frozenset({docs[2]["id"]}), eos)(
         to_table(docs)
     ).to_pylist()
+    (folder / "tokenizer.json").write_text(tok.to_str())
     atomic_write_json(
         folder / "manifest.json",
         {
             "version": "v0001",
             "dtype": "uint16",
             "shards": records,
+            "splits": {"val": {"documents": 1}},
             "tokenizer": {"eos_id": eos, "vocab_size": 500},
         },
     )
