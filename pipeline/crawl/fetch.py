@@ -7,6 +7,9 @@ request to that host started, and lets at most ``max_concurrency_per_host`` requ
 at once. Requests to different hosts run side by side in the caller's threads, so a slow host
 never holds up the others.
 
+The delay is also counted from each answer's arrival, so the spacing holds at the server
+whatever the sender's scheduling jitter.
+
 For each URL it: refuses hosts that resolve to private addresses (pipeline/crawl/addresses.py);
 reads and obeys robots.txt (protego; RFC 9309: 4xx means no rules, 5xx or unreachable means
 disallow everything); follows same-host redirects up to ``max_redirects``, noting loops, and
@@ -165,15 +168,23 @@ class Fetcher:
                 self.hosts[key] = _HostState(self.cfg.max_concurrency_per_host)
             return self.hosts[key]
 
+    def _delay(self, host: _HostState) -> float:
+        return self.cfg.min_delay_s if host.delay is None else host.delay
+
     def _wait_turn(self, host: _HostState) -> None:
         """Block until this host may receive its next request, and book that start."""
-        delay = self.cfg.min_delay_s if host.delay is None else host.delay
         with host.gate:
             now = time.monotonic()
             start = max(now, host.next_start)
-            host.next_start = start + delay
+            host.next_start = start + self._delay(host)
         if start > now:
             time.sleep(start - now)
+
+    def _answered(self, host: _HostState) -> None:
+        """The host answered: its next request waits the delay from now. The answer proves the
+        request arrived, so the spacing holds at the server even when sending was late."""
+        with host.gate:
+            host.next_start = max(host.next_start, time.monotonic() + self._delay(host))
 
     # --- one HTTP exchange ----------------------------------------------------------------
 
@@ -190,6 +201,7 @@ class Fetcher:
         ]
         extensions = {"timeout": {"connect": t, "read": t, "write": t, "pool": t}}
         with self.pool.stream("GET", url, headers=headers, extensions=extensions) as resp:
+            self._answered(host)
             status = resp.status
             pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.headers]
             response = _Response(status, pairs, b"", None, url)

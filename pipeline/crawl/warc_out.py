@@ -34,7 +34,7 @@ class WarcSegment:
         self.records = 0
         info = self._writer.create_warcinfo_record(
             self.final_path.name,
-            {"software": software, "format": "WARC File Format 1.1", "description": "kiln crawl"},
+            {"software": software, "format": "WARC File Format 1.0", "description": "kiln crawl"},
         )
         self._writer.write_record(info)
 
