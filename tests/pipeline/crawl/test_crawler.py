@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def test_requests_sent_and_not_sent(crawled):
 def test_requests_to_one_host_are_spaced_and_retry_after_is_honoured(crawled):
     site, _ = crawled
     times = [t for t, _, _ in site.requests()]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert min(gaps) >= DELAY - 0.02, gaps  # loopback jitter is a few ms
     flaky = [t for t, p, _ in site.requests() if p == "/flaky"]
     assert flaky[1] - flaky[0] >= 1.0 - 0.02  # Retry-After: 1
@@ -188,7 +189,7 @@ def test_crawl_on_ray_fetch_actors(ray_local, corpus, tmp_path):
         sent = paths(site)
         times = [t for t, _, _ in site.requests()]
     assert result.stats["pages_stored"] == len(STORED)
-    assert min(b - a for a, b in zip(times, times[1:])) >= DELAY - 0.02
+    assert min(b - a for a, b in pairwise(times)) >= DELAY - 0.02
     assert sent["/robots.txt"] == 1 and not any(p.startswith("/private/") for p in sent)
     docs = [d for f in result.warc_files for d in read_file(InputFile(str(f), "warc"))]
     assert {d["url"].removeprefix(site.base) for d in docs} == STORED
