@@ -200,6 +200,7 @@ class _Crawl:
         self.log_lines: list[str] = []
         self.in_flight: dict = {}  # handle -> Entry
         self.host_in_flight: Counter[str] = Counter()
+        self.unhandled_pages = 0  # fetched pages not yet counted in pages_stored
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -302,7 +303,8 @@ class _Crawl:
         if entry_kind != "page":
             return True
         pages_in_flight = sum(1 for e in self.in_flight.values() if e.kind == "page")
-        return self.state["pages_stored"] + pages_in_flight < self.cfg.max_pages
+        pending = self.state["pages_stored"] + pages_in_flight + self.unhandled_pages
+        return pending < self.cfg.max_pages
 
     def _dispatch(self, fetchers) -> None:
         cap = self.cfg.max_concurrency_per_host
@@ -322,9 +324,16 @@ class _Crawl:
             self._dispatch(fetchers)
             if not self.in_flight:
                 break
-            for handle in fetchers.wait(list(self.in_flight), timeout=1.0):
-                entry = self.in_flight.pop(handle)
+            done = fetchers.wait(list(self.in_flight), timeout=1.0)
+            entries = [self.in_flight.pop(handle) for handle in done]
+            for entry in entries:
                 self.host_in_flight[host_key(entry.url)] -= 1
+            # Hosts get their next URL before results are processed (parsing, WARC writing),
+            # so a host's fetches do not wait on the driver's work.
+            self.unhandled_pages = sum(1 for e in entries if e.kind == "page")
+            self._dispatch(fetchers)
+            self.unhandled_pages = 0
+            for handle, entry in zip(done, entries, strict=True):
                 result = fetchers.result(handle)
                 self.handle(result)
                 if on_result is not None:
