@@ -242,3 +242,11 @@ def test_a_killed_crawl_resumes_without_fetching_what_it_stored(corpus, tmp_path
     docs = [d for f in result.warc_files for d in read_file(InputFile(str(f), "warc"))]
     urls = [d["url"].removeprefix(site.base) for d in docs]
     assert sorted(urls) == sorted(STORED)  # every page once, across both attempts
+
+
+def test_max_pages_stops_the_crawl_and_leaves_the_rest_queued(corpus, tmp_path):
+    with LoopbackSite(corpus.parent) as site:
+        cfg = crawl_config(site.base, sitemaps=[], feeds=[], max_pages=3, min_delay_s=0.05)
+        result = run_crawl(cfg, tmp_path, use_ray=False)
+    assert result.stats["pages_stored"] == 3
+    assert result.stats["left_in_queue"] > 0
