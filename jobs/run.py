@@ -115,6 +115,8 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
             "documents_dropped": ledger.documents_dropped,
             "dataset_version": result.version,
             **{f"split_{k}": v for k, v in result.stats["splits"].items()},
+            **{f"crawl_{k}": v for k, v in result.stats.get("crawl", {}).get("pages", {}).items()},
+            **{f"read_{k}": v for k, v in result.stats["read"].items()},
         }
     )
     tracker.table(
