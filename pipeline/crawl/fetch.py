@@ -264,7 +264,9 @@ class Fetcher:
                 if asked is not None:
                     if asked > self.cfg.max_retry_after_s:
                         raise _Refused(
-                            Outcome.RETRY_AFTER_TOO_LONG, f"Retry-After {asked:.0f} s", 503
+                            Outcome.RETRY_AFTER_TOO_LONG,
+                            f"Retry-After {asked:.0f} s",
+                            response.status,
                         )
                     wait = max(wait, asked)
             log.debug("retrying %s in %.1f s", url, wait)
