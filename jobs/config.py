@@ -150,6 +150,12 @@ def load_job_config(
     # Input paths are relative to the config file, so a config works from any directory.
     base = path.resolve().parent
     for spec in cfg.data.inputs:
-        if not os.path.isabs(spec.path):
-            spec.path = os.path.normpath(base / spec.path)
+        if os.path.isabs(spec.path) or spec.path.startswith(("http://", "https://")):
+            continue
+        local = os.path.normpath(base / spec.path)
+        # An hf input that is not a local path is a dataset name on the hub.
+        if spec.kind != "hf" or os.path.exists(local):
+            spec.path = local
+        if spec.base and not os.path.isabs(spec.base) and "://" not in spec.base:
+            spec.base = os.path.normpath(base / spec.base)
     return cfg

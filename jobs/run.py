@@ -117,6 +117,8 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
             "documents_dropped": ledger.documents_dropped,
             "dataset_version": result.version,
             **{f"split_{k}": v for k, v in result.stats["splits"].items()},
+            **{f"crawl_{k}": v for k, v in result.stats.get("crawl", {}).get("pages", {}).items()},
+            **{f"read_{k}": v for k, v in result.stats["read"].items()},
         }
     )
     tracker.table(
@@ -305,6 +307,15 @@ def format_summary(state: dict) -> str:
         lines.append(
             f"  stage outputs    {rel(d['stage_outputs'])}  (documents/, rejects/, ledger.json)"
         )
+        crawl = d["stats"].get("crawl")
+        if crawl:
+            not_stored = {**crawl["skipped"], **crawl["pages"]}
+            not_stored.pop("fetched", None)
+            listing = ", ".join(f"{n} {why}" for why, n in sorted(not_stored.items())) or "none"
+            lines.append(
+                f"  crawl            {rel(crawl['folder'])}  ({crawl['pages_stored']} pages "
+                f"stored, {crawl['requests']} requests; not stored: {listing})"
+            )
     if "train" in steps:
         t = steps["train"]
         lines.append(f"  checkpoint       {rel(t['final_dir'])}")

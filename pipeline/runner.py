@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.extract import ExtractStage
 from pipeline.filters import LanguageFilter, LengthFilter
 from pipeline.ledger import Ledger, count_outcomes
-from pipeline.read import READ_STAGE, discover_inputs, file_digest, read_batch
+from pipeline.read import READ_STAGE, ReadStats, discover_inputs, input_identity, read_batch
 from pipeline.shards import FORMAT_VERSION, ShardWriterFn, dtype_for_vocab
 from pipeline.stage import Stage, apply_stages
 from pipeline.store import DatasetStore, atomic_write_json, staging_dir
@@ -118,19 +118,37 @@ def run_data(
     run_dir = store.run_dir(run)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    files = discover_inputs([(spec.path, spec.kind) for spec in cfg.inputs])
-    log.info("data: %d input files", len(files))
-    inputs = [{"path": f.path, "kind": f.kind} for f in files]
+    specs: list = list(cfg.inputs)
+    crawl_stats = None
+    if cfg.crawl is not None:
+        from pipeline.crawl import run_crawl
+
+        # Crawled pages land as WARC files in the store and are read like any other archive.
+        crawl = run_crawl(cfg.crawl, store.root / "raw" / "crawl")
+        crawl_stats = crawl.stats
+        specs += [(str(path), "warc") for path in crawl.warc_files]
+    files = discover_inputs(specs)
+    if not files:
+        raise FileNotFoundError(
+            f"nothing to read: the crawl stored no pages ({crawl_stats}) and no inputs are set"
+        )
+    log.info("data: %d inputs", len(files))
+    inputs = [f.to_row() for f in files]
 
     # Read and the per-document stages stream through Ray Data; materialise once before dedup
     # so extraction is not recomputed by dedup's passes.
+    read_stats = ray.remote(ReadStats).options(num_cpus=0).remote()
     ds = ray.data.from_items(inputs, override_num_blocks=max(1, min(len(inputs), 64)))
-    ds = ds.map_batches(read_batch, batch_size=1, batch_format="pyarrow")
+    ds = ds.map_batches(
+        read_batch, batch_size=1, batch_format="pyarrow", fn_kwargs={"stats_actor": read_stats}
+    )
     stages = build_stages(cfg)
     # No more actors than blocks: Ray warns about idle ones otherwise.
     ds = apply_stages(
         ds, stages, concurrency=min(concurrency, len(inputs)), batch_size=cfg.batch_size
     ).materialize()
+    reader_stats = ray.get(read_stats.totals.remote())
+    ray.kill(read_stats)
     t_stages = time.time()
 
     stage_names = [READ_STAGE] + [s.name for s in stages]
@@ -227,10 +245,7 @@ def run_data(
             },
             "splits": splits,
             "shards": shard_rows,
-            "inputs": [
-                {**i, "sha256": file_digest(i["path"]), "bytes": os.path.getsize(i["path"])}
-                for i in inputs
-            ],
+            "inputs": [input_identity(f) for f in files],
             "config": cfg.model_dump(),
             "ledger": ledger.to_dict(),
         }
@@ -240,6 +255,8 @@ def run_data(
 
     stats = {
         "input_files": len(files),
+        "read": reader_stats,
+        **({"crawl": crawl_stats} if crawl_stats is not None else {}),
         "dedup": dedup_stats,
         "splits": splits,
         "seconds": {

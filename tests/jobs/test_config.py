@@ -82,3 +82,45 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_job_config(bad)
+
+
+def test_crawl_section_and_new_input_kinds(tmp_path):
+    path = tmp_path / "crawl.yaml"
+    path.write_text(
+        "data:\n"
+        "  inputs:\n"
+        "    - {path: someone/some-dataset, kind: hf, text_field: content}\n"
+        "    - {path: lists/warc.paths.gz, kind: cc_paths, base: mirror}\n"
+        "  crawl:\n"
+        "    seeds: [https://example.org/]\n"
+        "    max_depth: 2\n"
+    )
+    cfg = load_job_config(path)
+    hub, listing = cfg.data.inputs
+    assert hub.path == "someone/some-dataset"  # a hub name is not a local path
+    assert listing.path == str(tmp_path / "lists" / "warc.paths.gz")
+    assert listing.base == str(tmp_path / "mirror")
+    assert cfg.data.crawl.seeds == ["https://example.org/"] and cfg.data.crawl.max_depth == 2
+
+
+@pytest.mark.parametrize(
+    "crawl, message",
+    [
+        ("{}", "at least one seed"),
+        ("{seeds: [ftp://x/]}", "not an http"),
+        ("{seeds: [http://x/], allow_networks: [nonsense]}", "not a CIDR"),
+        ("{seeds: [http://x/], max_concurrency_per_host: 0}", "max_concurrency_per_host"),
+    ],
+)
+def test_bad_crawl_config_is_refused_before_any_work(tmp_path, crawl, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"data:\n  crawl: {crawl}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_job_config(path)
+
+
+def test_data_needs_inputs_or_a_crawl(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("data: {dataset_name: x}\n")
+    with pytest.raises(ConfigError, match="inputs, a crawl, or both"):
+        load_job_config(path)

@@ -1,14 +1,31 @@
-"""Readers on real input: the bundled sample and every WARC file of the shared corpus."""
+"""Readers on real input: the bundled sample, every WARC file and book of the shared corpus,
+Common Crawl path lists, JSONL, Parquet and Hugging Face datasets."""
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
+import threading
 from collections import Counter
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from pipeline.read import InputFile, discover_inputs, read_file, sniff_kind
-from pipeline.records import is_kept
-from tests.helpers import CORPUS, SAMPLE, need_corpus
+from pipeline.gutenberg import strip_gutenberg
+from pipeline.read import (
+    InputFile,
+    ReadStats,
+    discover_inputs,
+    read_batch,
+    read_file,
+    sniff_kind,
+)
+from pipeline.records import from_table, is_kept
+from tests.helpers import SAMPLE, need_corpus
 
 
 def test_discover_inputs_expands_folders_and_skips_readmes():
@@ -24,11 +41,12 @@ def test_discover_inputs_names_a_pattern_that_matches_nothing():
         discover_inputs([(str(SAMPLE / "no-such-folder"), "auto")])
 
 
-def test_html_file_becomes_one_web_document_with_raw_bytes():
+def test_html_file_becomes_one_web_document_with_utf8_bytes():
     path = SAMPLE / "web" / "flowfx.de.tmux.html.gz"
     [doc] = read_file(InputFile(str(path), "html"))
     assert doc["source"] == "web"
     assert doc["raw"].lstrip().lower().startswith(b"<!doctype html")  # gunzipped
+    assert doc["meta"]["charset"] == "utf-8"
     assert is_kept(doc)
     # The id is stable: reading the same file twice gives the same id.
     assert read_file(InputFile(str(path), "html"))[0]["id"] == doc["id"]
@@ -50,46 +68,281 @@ def test_book_is_read_as_text():
 
 def test_unreadable_file_is_a_counted_rejection_not_a_crash(tmp_path):
     missing = tmp_path / "gone.warc.gz"
-    [row] = read_file(InputFile(str(missing), "warc"))
+    stats = Counter()
+    [row] = read_file(InputFile(str(missing), "warc"), stats)
     assert row["drop_stage"] == "read"
     assert row["drop_reason"].startswith("read_error:")
+    assert stats["errors"] == 1
 
 
-# Expected (documents kept, rejected by reason) for every WARC/ARC/WET file of the corpus.
+# Every WARC/ARC/WET/WAT file of the corpus: documents kept, rejected by reason, and the
+# records that are not documents (revisits) or could not be read (errors).
 WARC_EXPECTED = {
-    "commoncrawl_whirlwind/whirlwind.warc.gz": (1, {}),
-    "commoncrawl_whirlwind/whirlwind.warc.wet": (1, {}),
-    "commoncrawl_whirlwind/whirlwind.warc.wet.gz": (1, {}),
-    "dolma/sample-0000.warc.gz": (22, {"content_type:text/plain": 2}),
-    "dolma/sample-0001.warc.gz": (15, {"content_type:text/plain": 2}),
-    "pywb/iana.warc.gz": (16, None),
-    "warcio/example-bad-non-chunked.warc.gz": (0, {"read_error:ArchiveLoadFailed": 1}),
-    "warcio/example-wrong-chunks.warc.gz": (1, {"read_error:ArchiveLoadFailed": 1}),
-    "warcio/example.arc.gz": (1, {}),
-    "warcio/example-trunc.warc": (1, {}),
+    "commoncrawl_whirlwind/whirlwind.warc.gz": (1, {}, 0, 0),
+    "commoncrawl_whirlwind/whirlwind.warc.wet": (1, {}, 0, 0),
+    "commoncrawl_whirlwind/whirlwind.warc.wet.gz": (1, {}, 0, 0),
+    "commoncrawl_whirlwind/whirlwind.warc.wat.gz": (0, {}, 0, 0),
+    "dolma/sample-0000.warc.gz": (22, {"content_type:text/plain": 2}, 0, 0),
+    "dolma/sample-0001.warc.gz": (15, {"content_type:text/plain": 2}, 0, 0),
+    "pywb/dupes.warc.gz": (
+        1,
+        {"http_status:302": 1, "content_type:application/x-javascript": 1},
+        9,
+        0,
+    ),
+    "pywb/example-url-agnostic-orig.warc.gz": (1, {}, 0, 0),
+    "pywb/example-url-agnostic-revisit.warc.gz": (0, {}, 1, 0),
+    "pywb/example-wget-1-14.warc.gz": (1, {"content_type:text/plain": 3}, 0, 0),
+    "pywb/example-wpull.warc.gz": (1, {"content_type:text/plain": 1}, 0, 0),
+    "pywb/iana.warc.gz": (16, None, 123, 0),
+    "warcio/example-bad-non-chunked.warc.gz": (0, {"read_error:ArchiveLoadFailed": 1}, 0, 1),
+    "warcio/example-digest.warc": (0, {}, 0, 0),
+    "warcio/example-iana.org-chunked.warc": (1, {}, 0, 0),
+    "warcio/example-resource.warc.gz": (1, {}, 0, 0),
+    "warcio/example-space-in-target-uri.warc.gz": (0, {"content_type:image/png": 1}, 0, 0),
+    "warcio/example-trunc.warc": (0, {"read_error:truncated": 1}, 0, 1),
+    "warcio/example-wget-bad-target-uri.warc.gz": (1, {"content_type:text/plain": 2}, 0, 0),
+    "warcio/example-wrong-chunks.warc.gz": (
+        0,
+        {"read_error:truncated": 1, "read_error:ArchiveLoadFailed": 1},
+        0,
+        2,
+    ),
+    "warcio/example.arc.gz": (1, {}, 0, 0),
+    "warcio/example.warc": (1, {}, 1, 0),
+    "warcio/example.warc.gz": (1, {}, 1, 0),
+    "warcio/post-test.warc.gz": (0, {"content_type:application/json": 3}, 0, 0),
 }
 
 
 @pytest.mark.parametrize("name", sorted(WARC_EXPECTED))
 def test_corpus_warc_files(name):
     path = need_corpus("warc", name)
-    docs = read_file(InputFile(str(path), sniff_kind(str(path))))
+    stats = Counter()
+    docs = read_file(InputFile(str(path), sniff_kind(str(path))), stats)
     kept = [d for d in docs if is_kept(d)]
     rejected = Counter(d["drop_reason"] for d in docs if not is_kept(d))
-    n_kept, reasons = WARC_EXPECTED[name]
+    n_kept, reasons, revisits, errors = WARC_EXPECTED[name]
     assert len(kept) == n_kept
     if reasons is not None:
         assert dict(rejected) == reasons
+    assert stats["revisits"] == revisits
+    assert stats["errors"] == errors
     # wget writes target URIs in angle brackets; they must come out clean.
     assert all(not d["url"].startswith("<") for d in docs)
+    for d in kept:
+        if d["raw"] is not None:
+            d["raw"].decode("utf-8")  # stored as UTF-8 whatever the page's charset
 
 
-def test_every_corpus_archive_reads_without_raising():
+def test_every_corpus_archive_is_covered_and_reads():
     folder = need_corpus("warc")
-    files = [p for p in sorted(folder.rglob("*")) if sniff_kind(str(p)) == "warc"]
-    assert len(files) >= 20
-    for path in files:
-        docs = read_file(InputFile(str(path), "warc"))
-        for d in docs:
-            assert d["id"] and d["source"] == "warc"
-    assert CORPUS.exists()
+    archives = {
+        str(p.relative_to(folder)) for p in folder.rglob("*") if sniff_kind(str(p)) == "warc"
+    }
+    assert archives == set(WARC_EXPECTED)  # .cdxj files are indexes, not archives
+    assert all(sniff_kind(str(p)) is None for p in folder.rglob("*.cdxj"))
+
+
+def _gzip_warc(bodies: list[bytes]) -> bytes:
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=True)
+    for i, body in enumerate(bodies):
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(
+            writer.create_warc_record(
+                f"http://example.com/{i}", "response", payload=io.BytesIO(body), http_headers=http
+            )
+        )
+    return out.getvalue()
+
+
+def test_a_corrupt_record_in_the_middle_costs_only_that_record(tmp_path):
+    bodies = [f"<html><body>page {i} {'x' * 2000}</body></html>".encode() for i in range(3)]
+    data = bytearray(_gzip_warc(bodies))
+    members = [i for i in range(len(data)) if data[i : i + 3] == b"\x1f\x8b\x08"]
+    middle = members[1]
+    data[middle + 40 : middle + 60] = b"\xff" * 20  # damage the second record's deflate data
+    path = tmp_path / "damaged.warc.gz"
+    path.write_bytes(bytes(data))
+    stats = Counter()
+    docs = read_file(InputFile(str(path), "warc"), stats)
+    kept = [d["url"] for d in docs if is_kept(d)]
+    assert kept == ["http://example.com/0", "http://example.com/2"]
+    assert stats["errors"] == 1 and stats["resyncs"] == 1
+    [error] = [d for d in docs if not is_kept(d)]
+    assert error["drop_reason"].startswith("read_error:")
+
+
+def test_a_mangled_record_in_an_uncompressed_file_is_skipped(tmp_path):
+    bodies = [f"<html><body>page {i}</body></html>".encode() for i in range(3)]
+    plain = gzip.decompress(_gzip_warc(bodies))
+    first, second = [i for i in range(len(plain)) if plain.startswith(b"WARC/1.", i)][1:3]
+    mangled = plain[:first] + b"GARBAGE LINE\r\n" + plain[first + 10 : second] + plain[second:]
+    path = tmp_path / "mangled.warc"
+    path.write_bytes(mangled)
+    stats = Counter()
+    docs = read_file(InputFile(str(path), "warc"), stats)
+    assert [d["url"] for d in docs if is_kept(d)] == [
+        "http://example.com/0",
+        "http://example.com/2",
+    ]
+    assert stats["errors"] == 1
+
+
+# --- books -------------------------------------------------------------------------------------
+
+
+def test_every_corpus_book_reads_and_loses_header_and_footer():
+    folder = need_corpus("books")
+    books = sorted(folder.glob("*.txt"))
+    assert len(books) == 34
+    for path in books:
+        stats = Counter()
+        [doc] = read_file(InputFile(str(path), "book"), stats)
+        assert is_kept(doc) and stats["errors"] == 0
+        assert not doc["text"].startswith("\ufeff")
+        book = strip_gutenberg(doc["text"])
+        assert book.found_start and book.found_end, path.name
+        assert "PROJECT GUTENBERG EBOOK" not in book.text.upper()[:2000], path.name
+        assert "SMALL PRINT" not in book.text.upper(), path.name
+        assert 0.6 * len(doc["text"]) < len(book.text), path.name
+
+
+def test_a_book_without_markers_keeps_its_text(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes("\ufeffChapter 1\n\nA book with no licence at all.\n".encode())
+    [doc] = read_file(InputFile(str(path), "book"))
+    book = strip_gutenberg(doc["text"])
+    assert book.text == "Chapter 1\n\nA book with no licence at all."
+    assert not book.found_start
+
+
+# --- Common Crawl path lists ---------------------------------------------------------------
+
+
+def _paths_list(tmp_path, lines: list[str], gz: bool) -> str:
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / ("warc.paths.gz" if gz else "warc.paths")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return str(path)
+
+
+def test_cc_path_list_of_local_files(tmp_path):
+    from pipeline.config import InputSpec
+
+    folder = need_corpus("warc")
+    listing = _paths_list(
+        tmp_path, ["warcio/example.warc.gz", "commoncrawl_whirlwind/whirlwind.warc.wet.gz"], True
+    )
+    files = discover_inputs([InputSpec(path=listing, base=str(folder))])
+    assert [f.kind for f in files] == ["warc", "warc"]
+    docs = [d for f in files for d in read_file(f)]
+    assert sum(is_kept(d) for d in docs) == 2
+
+
+@pytest.fixture()
+def warc_server():
+    """The corpus's warc/ folder served over HTTP on loopback."""
+    folder = need_corpus("warc")
+    handler = partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_cc_path_list_of_urls(tmp_path, warc_server):
+    from pipeline.config import InputSpec
+
+    listing = _paths_list(tmp_path, ["dolma/sample-0001.warc.gz", "warcio/example.warc"], False)
+    files = discover_inputs([InputSpec(path=listing, kind="cc_paths", base=warc_server + "/")])
+    assert all(f.path.startswith(warc_server) for f in files)
+    stats = Counter()
+    docs = [d for f in files for d in read_file(f, stats)]
+    assert sum(is_kept(d) for d in docs) == 15 + 1
+    assert stats["revisits"] == 1 and stats["errors"] == 0
+
+
+# --- JSONL, Parquet, Hugging Face --------------------------------------------------------------
+
+
+def test_jsonl_rows_become_documents_with_nested_url(tmp_path):
+    folder = need_corpus("webtext")
+    stats = Counter()
+    docs = []
+    for path in sorted(folder.glob("*.jsonl.gz")):
+        docs += read_file(InputFile(str(path), "jsonl", url_field="metadata.url"), stats)
+    assert len(docs) == 30 and all(is_kept(d) for d in docs)
+    assert all(d["url"].startswith("http") and d["source"] == "dataset" for d in docs)
+    assert all(d["meta"]["metadata.language"] == "en" for d in docs)
+    assert stats["rows"] == 30
+
+
+def test_bad_jsonl_lines_are_counted_and_the_file_goes_on(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "one", "url": "u1"}\n{not json\n{"body": "x"}\n{"text": "four"}\n')
+    stats = Counter()
+    docs = read_file(InputFile(str(path), "jsonl"), stats)
+    reasons = [d["drop_reason"] for d in docs]
+    assert reasons == [None, "read_error:bad_json", "read_error:missing_field:text", None]
+    assert [d["text"] for d in docs if is_kept(d)] == ["one", "four"]
+
+
+def test_html_in_a_jsonl_field_is_stored_like_the_same_page_from_a_file(tmp_path):
+    page_path = need_corpus("web", "trafilatura", "auto-presse.de-minisuv.html.gz")
+    [from_file] = read_file(InputFile(str(page_path), "html"))
+    page = gzip.decompress(page_path.read_bytes()).decode("cp1252")
+    rows = tmp_path / "pages.jsonl"
+    rows.write_text(json.dumps({"html": page, "url": "https://auto-presse.de/x"}) + "\n")
+    [from_row] = read_file(InputFile(str(rows), "jsonl", text_field="html", content="html"))
+    assert from_row["source"] == "web" and from_row["raw"] == from_file["raw"]
+
+
+def test_parquet_rows_become_documents(tmp_path):
+    path = tmp_path / "docs.parquet"
+    pq.write_table(
+        pa.table({"text": ["alpha", "beta"], "url": ["u1", "u2"], "score": [1, 2]}), path
+    )
+    docs = read_file(InputFile(str(path), sniff_kind(str(path))))
+    assert [(d["text"], d["url"], d["meta"]["score"]) for d in docs] == [
+        ("alpha", "u1", "1"),
+        ("beta", "u2", "2"),
+    ]
+
+
+def test_hugging_face_dataset_from_local_files_and_from_disk(tmp_path):
+    import datasets
+
+    src = need_corpus("webtext", "ccnet_head-0091.jsonl.gz")
+    from_files = read_file(InputFile(str(src), "hf", url_field="metadata.url"))
+    assert len(from_files) == 10 and all(is_kept(d) for d in from_files)
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": ["a b c", "d e f"], "url": ["x", "y"]}).save_to_disk(saved)
+    [spec] = discover_inputs([type("Spec", (), {"path": str(saved), "kind": "hf"})()])
+    assert [d["text"] for d in read_file(spec)] == ["a b c", "d e f"]
+
+
+# --- batches for Ray Data -------------------------------------------------------------------
+
+
+def test_read_batch_streams_tables_and_counts(monkeypatch):
+    import pipeline.read as read
+
+    monkeypatch.setattr(read, "ROWS_PER_TABLE", 5)
+    inputs = discover_inputs([(str(SAMPLE / "web"), "html"), (str(SAMPLE / "warc"), "warc")])
+    batch = pa.Table.from_pylist([f.to_row() for f in inputs])
+    tables = list(read_batch(batch))
+    assert [t.num_rows for t in tables] == [5] * 5 + [3]
+    docs = [d for t in tables for d in from_table(t)]
+    assert len(docs) == 28
+    stats = ReadStats()
+    stats.report("a", "warc", {"revisits": 2, "files": 1})
+    stats.report("a", "warc", {"revisits": 2, "files": 1})  # a retried task reports again
+    stats.report("b", "warc", {"revisits": 1, "files": 1})
+    assert stats.totals() == {"warc": {"files": 2, "revisits": 3}}

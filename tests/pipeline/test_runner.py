@@ -73,3 +73,33 @@ def test_validation_split_is_stable_and_never_empty():
     assert len(choose_validation({"a": 10, "b": 10}, 0.01)) == 1
     with pytest.raises(ValueError, match="at least 2"):
         choose_validation({"a": 1}, 0.1)
+
+
+@pytest.mark.slow
+def test_data_job_crawls_its_seeds_then_reads_the_warc_files(ray_local, tmp_path):
+    from tests.helpers import need_corpus
+    from tests.pipeline.crawl.site import LoopbackSite
+
+    corpus = need_corpus("web").parent
+    with LoopbackSite(corpus) as site:
+        cfg = DataConfig(
+            crawl={
+                "seeds": [site.base + "/"],
+                "feeds": [site.base + "/feed.xml"],
+                "max_depth": 1,
+                "min_delay_s": 0.05,
+                "timeout_s": 1.0,
+                "max_retries": 0,
+                "allow_networks": ["127.0.0.0/8"],
+            },
+            tokenizer={"vocab_size": 1024},
+            dedup={"enabled": False},
+        )
+        res = run_data(cfg, DatasetStore(tmp_path / "store"), "crawl-run", concurrency=2)
+    crawl = res.stats["crawl"]
+    assert crawl["pages_stored"] == 7  # the index and 6 pages; /flaky's 503 is not retried
+    assert crawl["pages"]["robots_disallowed"] == 1 and crawl["pages"]["http_503"] == 1
+    assert crawl["skipped"]["off_domain"] >= 3  # the private hosts are not in scope here
+    assert (tmp_path / "store" / "raw" / "crawl" / crawl["name"] / "state.json").exists()
+    assert res.stats["read"]["warc"]["files"] == crawl["warc_files"]
+    assert res.ledger.documents_in == 7 and res.ledger.balanced

@@ -1,0 +1,265 @@
+"""Reading WARC, ARC and WET archives, gzip or not, into document rows.
+
+- ``response`` records (and ARC records, converted) whose HTTP status is 2xx and whose content
+  type is HTML become web documents; their payload is de-chunked, decompressed and stored as
+  UTF-8 (pipeline/encoding.py) for the extract stage. Other statuses and content types become
+  dropped rows (``http_status:<code>``, ``content_type:<type>``).
+- ``resource`` records are treated like responses without HTTP headers.
+- ``conversion`` records (WET) become text documents.
+- ``revisit`` records point at an earlier capture of the same payload; they are counted in the
+  reader's stats, never read as pages. ``request``, ``metadata`` (WAT) and ``warcinfo``
+  records are counted too.
+- wget writes ``WARC-Target-URI: <https://...>``; the angle brackets are removed.
+- A truncated record (payload shorter than its HTTP Content-Length, or a compressed body that
+  ends early) and a corrupt record (one warcio cannot parse) become dropped rows
+  ``read_error:truncated`` / ``read_error:<Exception>``. Reading then resumes at the next record
+  start found in the file (the next gzip member, or the next ``WARC/1.x`` line of an
+  uncompressed file), so one bad record does not cost the rest of the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from pipeline.encoding import decode_text, to_utf8
+from pipeline.records import Document, make_document, mark_dropped
+
+__all__ = ["READ_STAGE", "clean_target_uri", "error_row", "read_warc"]
+
+log = logging.getLogger(__name__)
+
+READ_STAGE = "read"
+GZIP_MAGIC = b"\x1f\x8b\x08"
+# An uncompressed record starts on its own line with the version; ARC v1 records start with
+# "<url> <ip> <14-digit date> ...".
+_WARC_START = re.compile(rb"(?:^|\n)(WARC/1\.\d)\r?\n")
+_ARC_START = re.compile(rb"^\S+ \S+ \d{14} ")
+_HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.I | re.S)
+_PAGE_RECORDS = ("response", "resource")
+
+
+def clean_target_uri(uri: str | None) -> str:
+    """A WARC-Target-URI without the angle brackets wget puts around it."""
+    uri = (uri or "").strip()
+    if uri.startswith("<") and uri.endswith(">"):
+        uri = uri[1:-1].strip()
+    return uri
+
+
+def error_row(source: str, where: str, reason: str, meta: dict | None = None) -> Document:
+    """A dropped row standing for something that could not be read."""
+    doc = make_document(source, where, text="", meta={"file": where, **(meta or {})})
+    return mark_dropped(doc, READ_STAGE, reason)
+
+
+class TruncatedRecord(Exception):
+    """A record's payload ends before its declared length."""
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """Body of a chunked transfer encoding; raises TruncatedRecord when it ends early."""
+    out, pos = bytearray(), 0
+    while True:
+        eol = raw.find(b"\r\n", pos)
+        if eol < 0:
+            raise TruncatedRecord("chunked body ends inside a chunk header")
+        size_field = raw[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(size_field, 16)
+        except ValueError:
+            raise TruncatedRecord(f"bad chunk size {size_field[:20]!r}") from None
+        if size == 0:
+            return bytes(out)
+        start = eol + 2
+        if start + size > len(raw):
+            raise TruncatedRecord("chunked body ends inside a chunk")
+        out += raw[start : start + size]
+        pos = start + size + 2
+
+
+def _decompress(raw: bytes, encoding: str) -> bytes:
+    """Undo gzip/deflate content encoding; a body that is not compressed at all (servers and
+    crawlers that store decoded bodies under the original header) is returned as is."""
+    if encoding == "gzip" and not raw.startswith(b"\x1f\x8b"):
+        return raw
+    wbits = 47 if encoding == "gzip" else 15  # 32+15: gzip or zlib header; 15: zlib
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(raw) + d.flush()
+    except zlib.error:
+        if encoding == "deflate":  # some servers send raw deflate without the zlib header
+            d = zlib.decompressobj(-15)
+            out = d.decompress(raw) + d.flush()
+        else:
+            raise TruncatedRecord("compressed body is corrupt") from None
+    if not d.eof:
+        raise TruncatedRecord("compressed body ends early")
+    return out
+
+
+def _payload(record) -> bytes:
+    """The record's body as the server meant it: de-chunked and decompressed."""
+    raw = record.raw_stream.read()
+    headers = record.http_headers
+    if headers is None:
+        return raw
+    status = str(headers.get_statuscode() or "")
+    chunked = (headers.get_header("Transfer-Encoding") or "").lower() == "chunked"
+    length = headers.get_header("Content-Length")
+    if chunked:
+        try:
+            raw = _dechunk(raw)
+        except TruncatedRecord:
+            # Many crawlers de-chunk the body but keep the header; only a body that looks
+            # chunked (hex size, CRLF) is malformed.
+            if re.match(rb"^[0-9a-fA-F]+\s*(;[^\r\n]*)?\r\n", raw):
+                raise
+    elif status.startswith("2") and length and length.strip().isdigit() and len(raw) < int(length):
+        raise TruncatedRecord(f"payload has {len(raw)} of {length} bytes")
+    encoding = (headers.get_header("Content-Encoding") or "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        raw = _decompress(raw, "deflate" if encoding == "deflate" else "gzip")
+    return raw
+
+
+def _content_type(record) -> str:
+    if record.http_headers is not None:
+        return record.http_headers.get_header("Content-Type") or ""
+    return record.rec_headers.get_header("Content-Type") or ""
+
+
+def _page(record, url: str, meta: dict, stats: Counter) -> Document:
+    payload = _payload(record)
+    content_type = _content_type(record)
+    meta["content_type"] = content_type
+    status = record.http_headers.get_statuscode() if record.http_headers is not None else None
+    if status:
+        meta["http_status"] = status
+    truncated = record.rec_headers.get_header("WARC-Truncated")
+    if truncated:  # cut by the crawler on purpose (length or time limit): usable, flagged
+        meta["warc_truncated"] = truncated
+        stats["records_cut_by_crawler"] += 1
+    mime = content_type.split(";")[0].strip().lower()
+    if not mime and _HTML_SNIFF.match(payload[:1024]):
+        mime = "text/html"
+    if status and not str(status).startswith("2"):
+        return mark_dropped(
+            make_document("warc", url, raw=payload, meta=meta), READ_STAGE, f"http_status:{status}"
+        )
+    if "html" not in mime:
+        return mark_dropped(
+            make_document("warc", url, raw=payload, meta=meta),
+            READ_STAGE,
+            f"content_type:{mime or 'unknown'}",
+        )
+    utf8, decoded = to_utf8(payload, content_type)
+    meta["charset"] = decoded.encoding
+    meta["charset_source"] = decoded.method
+    # The id is derived from the bytes as captured, so it does not move if decoding improves.
+    doc = make_document("warc", url, raw=payload, meta=meta)
+    doc["raw"] = utf8
+    return doc
+
+
+def _conversion(record, url: str, meta: dict) -> Document:
+    payload = record.raw_stream.read()
+    decoded = decode_text(payload, record.rec_headers.get_header("Content-Type"))
+    language = record.rec_headers.get_header("WARC-Identified-Content-Language")
+    if language:
+        meta["warc_language"] = language
+    return make_document("warc", url, text=decoded.text, meta=meta)
+
+
+def _next_record_start(mm: mmap.mmap, after: int, gzipped: bool) -> int | None:
+    """Offset of the first plausible record start beyond ``after``, or None."""
+    if not gzipped:
+        m = _WARC_START.search(mm, after)
+        return None if m is None else m.start(1)
+    pos = after
+    while True:
+        pos = mm.find(GZIP_MAGIC, pos)
+        if pos < 0:
+            return None
+        try:
+            head = zlib.decompressobj(31).decompress(mm[pos : pos + 4096], 512)
+        except zlib.error:
+            head = b""
+        head = head.lstrip(b"\r\n")
+        if head.startswith(b"WARC/1.") or _ARC_START.match(head):
+            return pos
+        pos += 1
+
+
+def read_warc(path: str, fh: BinaryIO, stats: Counter, *, seekable: bool) -> Iterator[Document]:
+    """Documents of one archive opened as ``fh``; ``stats`` gets a count per record type,
+    revisits, errors and resyncs. Corrupt regions are skipped only when ``fh`` can seek."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    mm = None
+    if seekable:
+        fh.seek(0)
+        gzipped = fh.read(2) == b"\x1f\x8b"
+        fh.seek(0)
+    offset = 0
+    yielded_since_restart = True
+    try:
+        while True:
+            if seekable:
+                fh.seek(offset)
+            records = ArchiveIterator(fh, arc2warc=True)
+            try:
+                for record in records:
+                    yielded_since_restart = True
+                    rtype = record.rec_type
+                    stats[f"records:{rtype}"] += 1
+                    if rtype == "revisit":
+                        stats["revisits"] += 1
+                        continue
+                    if rtype not in (*_PAGE_RECORDS, "conversion"):
+                        continue
+                    url = clean_target_uri(record.rec_headers.get_header("WARC-Target-URI"))
+                    meta = {
+                        "file": path,
+                        "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),
+                        "warc_date": record.rec_headers.get_header("WARC-Date"),
+                    }
+                    try:
+                        if rtype == "conversion":
+                            yield _conversion(record, url, meta)
+                        else:
+                            yield _page(record, url, meta, stats)
+                    except TruncatedRecord as exc:
+                        stats["errors"] += 1
+                        log.info("%s: truncated record %s: %s", path, url, exc)
+                        yield error_row("warc", url or path, "read_error:truncated", meta)
+                return
+            except Exception as exc:  # warcio raises several types on damaged archives
+                where = records.offset
+                if yielded_since_restart:  # a new damaged region, not the same one again
+                    stats["errors"] += 1
+                    log.warning("%s: corrupt record at byte %d: %s", path, where, exc)
+                    yield error_row(
+                        "warc",
+                        f"{path}#offset={where}",
+                        f"read_error:{type(exc).__name__}",
+                        {"offset": where},
+                    )
+                if not seekable:
+                    return
+                if mm is None:
+                    fh.seek(0)
+                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                nxt = _next_record_start(mm, max(where, offset) + 1, gzipped)
+                if nxt is None:
+                    return
+                stats["resyncs"] += 1
+                offset, yielded_since_restart = nxt, False
+    finally:
+        if mm is not None:
+            mm.close()
