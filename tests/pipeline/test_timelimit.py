@@ -60,3 +60,33 @@ def test_bad_arguments_are_refused():
         TimeLimitedWorker("math.sqrt", time_limit=1)
     with pytest.raises(ValueError, match="positive"):
         TimeLimitedWorker("math:sqrt", time_limit=0)
+
+
+def test_map_returns_each_outcome_in_order():
+    worker = TimeLimitedWorker("math:sqrt", time_limit=10)
+    try:
+        out = worker.map([4.0, -1.0, 9.0])
+    finally:
+        worker.close()
+    assert out[0] == 2.0 and out[2] == 3.0
+    assert isinstance(out[1], CallFailed)
+
+
+def test_map_goes_on_after_a_timeout():
+    worker = TimeLimitedWorker("time:sleep", time_limit=0.5)
+    try:
+        out = worker.map([0, 60, 0, 0])
+    finally:
+        worker.close()
+    assert out[0] is None and out[2] is None and out[3] is None
+    assert isinstance(out[1], CallTimedOut)
+
+
+def test_large_requests_and_results_cross_without_deadlock():
+    payload = bytes(range(256)) * 12_000  # 3 MB each way, larger than any pipe buffer
+    worker = TimeLimitedWorker("builtins:bytes", time_limit=20)
+    try:
+        out = worker.map([payload] * 3)
+    finally:
+        worker.close()
+    assert out == [payload] * 3
