@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from model.config import EvalConfig, ModelConfig, TrainConfig
 from pipeline.config import DataConfig, StrictModel
@@ -73,6 +73,14 @@ class JobConfig(StrictModel):
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
     wandb: WandbConfig = WandbConfig()
+
+    @model_validator(mode="after")
+    def _decontaminate_against_eval_prompts(self) -> JobConfig:
+        # Training text must not contain what evaluation scores; unless told otherwise, the data
+        # job checks documents against this job's own prompts.
+        if self.data.decontam.texts is None:
+            self.data.decontam.texts = list(self.eval.prompts)
+        return self
 
 
 def _parse_value(text: str) -> Any:
@@ -158,4 +166,7 @@ def load_job_config(
             spec.path = local
         if spec.base and not os.path.isabs(spec.base) and "://" not in spec.base:
             spec.base = os.path.normpath(base / spec.base)
+    cfg.data.decontam.files = [
+        f if os.path.isabs(f) else os.path.normpath(base / f) for f in cfg.data.decontam.files
+    ]
     return cfg

@@ -127,6 +127,28 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
         [[s, r, n] for s, reasons in ledger.dropped.items() for r, n in reasons.items()]
         + [["(kept)", "", ledger.documents_kept]],
     )
+    # Per stage in/kept/dropped and drops by reason as numbers too, so runs can be compared.
+    tracker.summary(
+        {
+            f"ledger/{s['stage']}/{key}": value
+            for s in ledger.per_stage()
+            for key, value in [
+                ("in", s["in"]),
+                ("kept", s["kept"]),
+                ("dropped", s["dropped"]),
+                *((f"dropped:{r}", n) for r, n in s["reasons"].items()),
+            ]
+        }
+        | {f"counters/{k}": v for k, v in result.stats.get("counters", {}).items()}
+    )
+    tracker.table(
+        "rejects_sample",
+        ["stage", "reason", "source", "url", "title", "text"],
+        [
+            [r["stage"], r["reason"], r["source"], r["url"], r["title"], r["text"]]
+            for r in result.reject_samples
+        ],
+    )
     wandb_dir = tracker.dir
     tracker.finish()
     return {
@@ -305,7 +327,8 @@ def format_summary(state: dict) -> str:
             f"{sp['val']['documents']} docs)"
         )
         lines.append(
-            f"  stage outputs    {rel(d['stage_outputs'])}  (documents/, rejects/, ledger.json)"
+            f"  stage outputs    {rel(d['stage_outputs'])}  (documents/, rejects/, ledger.json,"
+            " rejects_sample.jsonl)"
         )
         crawl = d["stats"].get("crawl")
         if crawl:

@@ -13,11 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CrawlConfig",
+    "C4Config",
     "DataConfig",
+    "DecontamConfig",
     "DedupConfig",
     "ExtractConfig",
     "FilterConfig",
+    "FineWebConfig",
+    "GopherQualityConfig",
+    "GopherRepetitionConfig",
     "InputSpec",
+    "PIIConfig",
+    "QualityConfig",
     "ShardConfig",
     "StrictModel",
     "TokenizerConfig",
@@ -57,9 +64,24 @@ class InputSpec(StrictModel):
 
 
 class ExtractConfig(StrictModel):
+    # Defaults chosen by bench/bench_extract.py on the shared corpus's gold pages.
     favor_precision: bool = Field(False, description="trafilatura: less boilerplate, less text.")
     favor_recall: bool = Field(False, description="trafilatura: more text, more boilerplate.")
     include_tables: bool = Field(True, description="Keep the text of HTML tables.")
+    include_comments: bool = Field(
+        False, description="Append readers' comments to the main text (trafilatura's default)."
+    )
+    extensive_date_search: bool = Field(
+        False,
+        description="htmldate: also search free text for dates (a few more dates, twice the "
+        "metadata time).",
+    )
+    max_page_bytes: int = Field(
+        2 * 1024 * 1024, ge=1, description="Drop pages larger than this (page_too_large), bytes."
+    )
+    time_limit_seconds: float = Field(
+        30.0, gt=0, description="Give up on a page after this long (extract_timeout), seconds."
+    )
 
 
 class FilterConfig(StrictModel):
@@ -73,6 +95,130 @@ class FilterConfig(StrictModel):
     )
     min_language_score: float = Field(
         0.5, ge=0.0, le=1.0, description="Drop documents whose language probability is lower."
+    )
+
+
+class GopherRepetitionConfig(StrictModel):
+    """Gopher repetition filter; thresholds from Rae et al. 2021 (MassiveText), Table A1."""
+
+    enabled: bool = Field(True, description="Run the filter.")
+    max_dup_line_fraction: float = Field(
+        0.30, ge=0, le=1, description="Lines that repeat an earlier line, share of lines."
+    )
+    max_dup_paragraph_fraction: float = Field(
+        0.30, ge=0, le=1, description="Paragraphs that repeat an earlier one, share of paragraphs."
+    )
+    max_dup_line_char_fraction: float = Field(
+        0.20, ge=0, le=1, description="Characters in repeated lines, share of characters."
+    )
+    max_dup_paragraph_char_fraction: float = Field(
+        0.20, ge=0, le=1, description="Characters in repeated paragraphs, share of characters."
+    )
+    max_top_ngram_char_fraction: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
+        description="n -> the most frequent word n-gram's characters, share of word characters.",
+    )
+    max_dup_ngram_char_fraction: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="n -> characters in repeated word n-grams, share of word characters.",
+    )
+
+
+class GopherQualityConfig(StrictModel):
+    """Gopher quality filter; thresholds from Rae et al. 2021 (MassiveText), Appendix A."""
+
+    enabled: bool = Field(True, description="Run the filter.")
+    min_words: int = Field(50, ge=0, description="Fewest words (too_few_words).")
+    max_words: int = Field(100_000, ge=1, description="Most words (too_many_words).")
+    min_mean_word_length: float = Field(3.0, ge=0, description="Characters per word, lowest.")
+    max_mean_word_length: float = Field(10.0, ge=0, description="Characters per word, highest.")
+    max_symbol_word_ratio: float = Field(
+        0.1, ge=0, description="('#' + ellipses) per word, highest (symbol_word_ratio)."
+    )
+    max_bullet_lines_fraction: float = Field(
+        0.9, ge=0, le=1, description="Lines starting with a bullet, share of lines."
+    )
+    max_ellipsis_lines_fraction: float = Field(
+        0.3, ge=0, le=1, description="Lines ending with an ellipsis, share of lines."
+    )
+    min_alpha_words_fraction: float = Field(
+        0.8, ge=0, le=1, description="Words with a letter, share of words, lowest."
+    )
+    min_stop_words: int = Field(
+        2,
+        ge=0,
+        description="Distinct stop words of the document's language, fewest; languages without a "
+        "list skip the check.",
+    )
+
+
+class C4Config(StrictModel):
+    """C4's clean-up (Raffel et al. 2020, section 2.2) as FineWeb ran it (Penedo et al. 2024)."""
+
+    enabled: bool = Field(True, description="Run the filter.")
+    min_sentences: int = Field(5, ge=0, description="Fewest sentences left (too_few_sentences).")
+    min_words_per_line: int = Field(3, ge=0, description="Remove lines with fewer words.")
+    max_word_length: int = Field(
+        1000, ge=1, description="Remove lines with a longer word, characters."
+    )
+    remove_lines_without_terminal_punct: bool = Field(
+        False,
+        description="Remove lines not ending in terminal punctuation; C4 did, FineWeb found it "
+        "removed too much text and did not.",
+    )
+    drop_lorem_ipsum: bool = Field(True, description="Drop documents with 'lorem ipsum'.")
+    drop_curly_bracket: bool = Field(True, description="Drop documents with a '{' (code).")
+    remove_javascript_lines: bool = Field(True, description="Remove lines naming javascript.")
+    remove_policy_lines: bool = Field(
+        True, description="Remove cookie, privacy-policy and terms-of-use lines."
+    )
+
+
+class FineWebConfig(StrictModel):
+    """FineWeb's own filters; thresholds from Penedo et al. 2024, section 3.3."""
+
+    enabled: bool = Field(True, description="Run the filter.")
+    min_punct_line_fraction: float = Field(
+        0.12, ge=0, le=1, description="Lines ending in punctuation, share of lines, lowest."
+    )
+    max_short_line_fraction: float = Field(
+        0.67, ge=0, le=1, description="Short lines, share of lines, highest."
+    )
+    short_line_chars: int = Field(30, ge=1, description="A line this long or shorter is short.")
+    max_dup_line_char_fraction: float = Field(
+        0.1, ge=0, le=1, description="Characters in repeated lines, share of characters."
+    )
+
+
+class QualityConfig(StrictModel):
+    exempt_sources: list[str] = Field(
+        default_factory=lambda: ["book"],
+        description="Sources the quality filters pass untouched: the published filters were "
+        "tuned on web text, and hard-wrapped books trip their line rules.",
+    )
+    gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
+    gopher_quality: GopherQualityConfig = GopherQualityConfig()
+    c4: C4Config = C4Config()
+    fineweb: FineWebConfig = FineWebConfig()
+
+
+class PIIConfig(StrictModel):
+    emails: bool = Field(True, description="Replace email addresses with email@example.com.")
+    ip_addresses: bool = Field(
+        True, description="Replace IP addresses with 192.0.2.1 (IPv4) or 2001:db8::1 (IPv6)."
+    )
+
+
+class DecontamConfig(StrictModel):
+    enabled: bool = Field(True, description="Drop documents sharing an n-gram with eval texts.")
+    ngram_words: int = Field(13, ge=1, description="Words per n-gram (13 as in GPT-3).")
+    texts: list[str] | None = Field(
+        None, description="Evaluation texts; null means the job's eval.prompts."
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        description="More evaluation texts: .txt files (one text each) or .jsonl files (a "
+        "'text' field per line). Relative paths are resolved against the config file's folder.",
     )
 
 
@@ -204,6 +350,9 @@ class DataConfig(StrictModel):
     batch_size: int = Field(16, ge=1, description="Documents per Ray Data batch.")
     extract: ExtractConfig = ExtractConfig()
     filter: FilterConfig = FilterConfig()
+    quality: QualityConfig = QualityConfig()
+    decontam: DecontamConfig = DecontamConfig()
+    pii: PIIConfig = PIIConfig()
     dedup: DedupConfig = DedupConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     shards: ShardConfig = ShardConfig()

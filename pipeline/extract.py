@@ -1,40 +1,87 @@
 """Extract stage: main text out of web pages (trafilatura), bodies out of Gutenberg books.
 
-Documents that arrive with text already (WET conversions, plain text) pass through unchanged.
+Web pages go through :func:`pipeline.html_text.extract_html` in a child process with a time
+limit per page (pipeline/timelimit.py), so a pathological page is given up and counted instead
+of hanging a worker; a page over the size cap is not even tried. Documents that arrive with
+text already (WET conversions, plain text) pass through unchanged.
+
+Drop reasons: ``empty_page``, ``page_too_large``, ``extract_timeout``, ``extract_crashed`` (the
+child died, e.g. out of memory), ``extract_error:<Exception>``, ``binary_content`` (bytes that
+are not text), ``no_main_text``, and ``empty_text`` (a book or text with nothing left).
 """
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 from pipeline.gutenberg import strip_gutenberg
 from pipeline.records import Document
 from pipeline.stage import Stage
+from pipeline.timelimit import CallFailed, CallTimedOut, ChildDied, TimeLimitedWorker
 
-__all__ = ["ExtractStage"]
+__all__ = ["DEFAULT_MAX_PAGE_BYTES", "DEFAULT_TIME_LIMIT_SECONDS", "ExtractStage"]
+
+log = logging.getLogger(__name__)
+
+# Common Crawl truncates every payload at 1 MiB (its WARC files mark such records with
+# WARC-Truncated), so real pages above that are rare; twice that leaves room for direct crawls.
+DEFAULT_MAX_PAGE_BYTES = 2 * 1024 * 1024
+# trafilatura's own command line gives up on a file after 30 s (EXTRACTION_TIMEOUT in its
+# settings.cfg); a typical page takes 20-60 ms here.
+DEFAULT_TIME_LIMIT_SECONDS = 30.0
+
+_EXTRACT_TARGET = "pipeline.html_text:extract_html"
 
 
 class ExtractStage(Stage):
     """Turn each document's payload into plain text.
 
-    Web pages go through ``trafilatura.bare_extraction`` with tables kept and comments dropped;
-    its title, date and site name land in ``meta``. A page with no main text is dropped as
-    ``no_main_text``. Books lose their Project Gutenberg header and footer; a book without the
-    markers keeps all its text and gets ``meta['gutenberg_markers'] = 'missing'``.
+    Web pages: main text by trafilatura with comments left out, tables kept, code blocks
+    verbatim; ``meta`` gets title, date, url (the page's canonical URL), site,
+    declared_language (from ``<html lang>``) and encoding. Books lose their Project Gutenberg
+    header and footer; a book without the markers keeps all its text and gets
+    ``meta['gutenberg_markers'] = 'missing'``.
     """
 
     name = "extract"
 
     def __init__(
-        self, *, favor_precision: bool = False, favor_recall: bool = False, include_tables=True
+        self,
+        *,
+        favor_precision: bool = False,
+        favor_recall: bool = False,
+        include_tables: bool = True,
+        include_comments: bool = False,
+        extensive_date_search: bool = False,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+        time_limit_seconds: float = DEFAULT_TIME_LIMIT_SECONDS,
     ):
-        self.favor_precision = favor_precision
-        self.favor_recall = favor_recall
-        self.include_tables = include_tables
+        self.settings = {
+            "favor_precision": favor_precision,
+            "favor_recall": favor_recall,
+            "include_tables": include_tables,
+            "include_comments": include_comments,
+            "extensive_date_search": extensive_date_search,
+        }
+        self.max_page_bytes = max_page_bytes
+        self.time_limit_seconds = time_limit_seconds
+        self._worker: TimeLimitedWorker | None = None
+
+    def __getstate__(self) -> dict:
+        # Ray ships the stage to its workers; the child process stays with the one that made it.
+        state = dict(self.__dict__)
+        state["_worker"] = None
+        return state
 
     def setup(self) -> None:
-        # trafilatura warns about lxml element truth-testing on every page; it is harmless.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="trafilatura")
+        if self._worker is None:
+            self._worker = TimeLimitedWorker(_EXTRACT_TARGET, time_limit=self.time_limit_seconds)
+
+    def close(self) -> None:
+        """Stop the extraction child process (it also stops by itself when this process ends)."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
     def process(self, doc: Document) -> str | None:
         if doc["source"] == "book":
@@ -44,34 +91,35 @@ class ExtractStage(Stage):
         return None if doc["text"].strip() else "empty_text"
 
     def _html(self, doc: Document) -> str | None:
-        import trafilatura
-
         raw = doc["raw"]
         doc["raw"] = None
         if not raw or not raw.strip():
             return "empty_page"
+        if len(raw) > self.max_page_bytes:
+            doc["meta"]["page_bytes"] = str(len(raw))
+            return "page_too_large"
+        self.setup()
         url = doc["url"] if doc["url"].startswith(("http://", "https://")) else None
-        result = trafilatura.bare_extraction(
-            raw,
-            url=url,
-            with_metadata=True,
-            include_comments=False,
-            include_tables=self.include_tables,
-            favor_precision=self.favor_precision,
-            favor_recall=self.favor_recall,
-        )
-        text = (result.text if result is not None else "") or ""
-        if not text.strip():
-            return "no_main_text"
+        request = {
+            "raw": raw,
+            "url": url,
+            "content_type": doc["meta"].get("content_type"),
+            "settings": self.settings,
+        }
+        try:
+            status, text, meta = self._worker.call(request)
+        except CallTimedOut:
+            log.warning("extract: gave up on %s after %g s", doc["url"], self.time_limit_seconds)
+            return "extract_timeout"
+        except ChildDied as exc:
+            log.warning("extract: %s on %s", exc, doc["url"])
+            return "extract_crashed"
+        except CallFailed as exc:
+            return f"extract_error:{exc.kind}"
+        doc["meta"].update(meta)
+        if status != "ok":
+            return status
         doc["text"] = text
-        for key, value in (
-            ("title", result.title),
-            ("date", result.date),
-            ("site", result.sitename or result.hostname),
-            ("page_url", result.url),
-        ):
-            if value:
-                doc["meta"][key] = str(value)
         return None
 
     def _book(self, doc: Document) -> str | None:

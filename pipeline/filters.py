@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.quality import word_count
 from pipeline.records import Document
 from pipeline.stage import Stage
 
@@ -15,7 +16,11 @@ __all__ = ["LanguageFilter", "LengthFilter"]
 
 
 class LengthFilter(Stage):
-    """Keep documents with between ``min_words`` and ``max_words`` whitespace-separated words."""
+    """Keep documents with between ``min_words`` and ``max_words`` words.
+
+    Words are whitespace-separated tokens, and each Chinese or Japanese character counts as one
+    (:func:`pipeline.quality.word_count`): those scripts put no spaces between words.
+    """
 
     name = "length"
 
@@ -24,7 +29,7 @@ class LengthFilter(Stage):
         self.max_words = max_words
 
     def process(self, doc: Document) -> str | None:
-        n_words = len(doc["text"].split())
+        n_words = word_count(doc["text"])
         doc["meta"]["n_words"] = str(n_words)
         if n_words < self.min_words:
             return "too_short"

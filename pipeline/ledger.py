@@ -3,17 +3,37 @@
 Counts come from the final rows of a run (every row that entered is still there, kept or
 marked dropped by a stage), so the ledger balances by construction; :attr:`Ledger.balanced`
 checks it anyway, and tests assert it.
+
+Beside the ledger a run keeps, from the same rows, a few rejected documents per stage and
+reason for inspection (:func:`sample_rejects`, written to ``rejects_sample.jsonl``) and the sums
+of per-document counters that stages record in ``meta`` (PII replacements, lines removed).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["Ledger", "count_outcomes"]
+__all__ = [
+    "COUNTER_KEYS",
+    "REJECT_SAMPLES_PER_REASON",
+    "Ledger",
+    "count_outcomes",
+    "counter_sums",
+    "merge_reject_samples",
+    "sample_rejects",
+    "sum_counters",
+]
+
+# Rejected documents kept per (stage, reason) for a person to look at.
+REJECT_SAMPLES_PER_REASON = 5
+# meta keys holding per-document counts that a run sums into its stats.
+COUNTER_KEYS = ("pii_emails", "pii_ip_addresses", "c4_lines_removed")
 
 
 def count_outcomes(batch: pa.Table) -> pa.Table:
@@ -24,6 +44,74 @@ def count_outcomes(batch: pa.Table) -> pa.Table:
     return grouped.aggregate([([], "count_all")]).rename_columns(
         ["drop_stage", "drop_reason", "count"]
     )
+
+
+def sample_rejects(batch: pa.Table, per_reason: int = REJECT_SAMPLES_PER_REASON) -> pa.Table:
+    """Ray Data batch function: the first few dropped rows of each (stage, reason)."""
+    dropped = batch.filter(pc.is_valid(batch["drop_reason"]))
+    taken: Counter[tuple[str, str]] = Counter()
+    rows = []
+    for row in dropped.select(
+        ["id", "source", "url", "drop_stage", "drop_reason", "text", "meta"]
+    ).to_pylist():
+        key = (row["drop_stage"], row["drop_reason"])
+        if taken[key] >= per_reason:
+            continue
+        taken[key] += 1
+        meta = dict(row["meta"] or [])
+        rows.append(
+            {
+                "stage": row["drop_stage"],
+                "reason": row["drop_reason"],
+                "id": row["id"],
+                "source": row["source"],
+                "url": row["url"],
+                "title": meta.get("title"),
+                "text": row["text"],  # already cut to a sample when the row was dropped
+                "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=_SAMPLE_SCHEMA)
+
+
+_SAMPLE_SCHEMA = pa.schema(
+    [
+        (name, pa.string())
+        for name in ("stage", "reason", "id", "source", "url", "title", "text", "meta")
+    ]
+)
+
+
+def merge_reject_samples(
+    rows: Iterable[dict], per_reason: int = REJECT_SAMPLES_PER_REASON
+) -> list[dict]:
+    """Combine per-batch samples: at most ``per_reason`` per (stage, reason), sorted."""
+    taken: Counter[tuple[str, str]] = Counter()
+    out = []
+    for row in rows:
+        key = (row["stage"], row["reason"])
+        if taken[key] < per_reason:
+            taken[key] += 1
+            out.append({**row, "meta": json.loads(row["meta"]) if row.get("meta") else {}})
+    return sorted(out, key=lambda r: (r["stage"], r["reason"]))
+
+
+def counter_sums(batch: pa.Table, keys: Sequence[str] = COUNTER_KEYS) -> pa.Table:
+    """Ray Data batch function: one row with the sum of each counter over the batch's meta."""
+    sums = dict.fromkeys(keys, 0)
+    for meta in batch.column("meta").to_pylist():
+        for key, value in meta or []:
+            if key in sums:
+                sums[key] += int(value)
+    return pa.Table.from_pylist([sums], schema=pa.schema([(k, pa.int64()) for k in keys]))
+
+
+def sum_counters(rows: Iterable[dict]) -> dict[str, int]:
+    """Add up the per-batch rows of :func:`counter_sums`."""
+    total: Counter[str] = Counter()
+    for row in rows:
+        total.update({k: int(v) for k, v in row.items() if v})
+    return dict(sorted(total.items()))
 
 
 @dataclass
@@ -104,10 +192,12 @@ class Ledger:
             f" + dropped {self.documents_dropped}"
             + ("" if self.balanced else "   (DOES NOT BALANCE)")
         ]
+        width = max([10] + [len(stage) for stage in self.stages])
         for s in self.per_stage():
             lines.append(
-                f"  {s['stage']:<10} in {s['in']:>7}  kept {s['kept']:>7}  dropped {s['dropped']:>6}"
+                f"  {s['stage']:<{width}} in {s['in']:>7}  kept {s['kept']:>7}"
+                f"  dropped {s['dropped']:>6}"
             )
             for reason, n in sorted(s["reasons"].items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"  {'':<10}   {n:>6}  {reason}")
+                lines.append(f"  {'':<{width}}   {n:>6}  {reason}")
         return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import time
@@ -19,15 +20,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import DataConfig
+from pipeline.decontam import DecontamStage, load_eval_texts
 from pipeline.dedup import run_dedup
 from pipeline.errors import InputError
 from pipeline.extract import ExtractStage
 from pipeline.filters import LanguageFilter, LengthFilter
-from pipeline.ledger import Ledger, count_outcomes
 from pipeline.read import READ_STAGE, ReadStats, discover_inputs, input_identity, read_batch
+from pipeline.ledger import (
+    COUNTER_KEYS,
+    Ledger,
+    count_outcomes,
+    merge_reject_samples,
+    sample_rejects,
+    sum_counters,
+)
+from pipeline.pii import PIIStage
+from pipeline.quality import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 from pipeline.shards import FORMAT_VERSION, ShardWriterFn, dtype_for_vocab
 from pipeline.stage import Stage, apply_stages
-from pipeline.store import DatasetStore, atomic_write_json, staging_dir
+from pipeline.store import DatasetStore, atomic_write_json, atomic_write_text, staging_dir
 from pipeline.tokenizer import (
     EOS_TOKEN,
     load_tokenizer,
@@ -51,19 +62,31 @@ class DataResult:
     ledger: Ledger
     run_dir: Path
     stats: dict = field(default_factory=dict)
+    reject_samples: list[dict] = field(default_factory=list)
 
 
 def build_stages(cfg: DataConfig) -> list[Stage]:
-    """The per-document stages of the job, in order."""
-    return [
-        ExtractStage(
-            favor_precision=cfg.extract.favor_precision,
-            favor_recall=cfg.extract.favor_recall,
-            include_tables=cfg.extract.include_tables,
-        ),
+    """The per-document stages of the job, in order (the quality filters in FineWeb's order)."""
+    stages: list[Stage] = [
+        ExtractStage(**cfg.extract.model_dump()),
         LengthFilter(min_words=cfg.filter.min_words, max_words=cfg.filter.max_words),
         LanguageFilter(languages=cfg.filter.languages, min_score=cfg.filter.min_language_score),
     ]
+    quality = cfg.quality
+    for enabled, stage_class, stage_cfg in (
+        (quality.gopher_repetition.enabled, GopherRepetitionFilter, quality.gopher_repetition),
+        (quality.gopher_quality.enabled, GopherQualityFilter, quality.gopher_quality),
+        (quality.c4.enabled, C4Filter, quality.c4),
+        (quality.fineweb.enabled, FineWebFilter, quality.fineweb),
+    ):
+        if enabled:
+            stages.append(stage_class(stage_cfg, exempt_sources=quality.exempt_sources))
+    if cfg.decontam.enabled:
+        texts = load_eval_texts(cfg.decontam.texts or [], cfg.decontam.files)
+        stages.append(DecontamStage(texts, ngram_words=cfg.decontam.ngram_words))
+    if cfg.pii.emails or cfg.pii.ip_addresses:
+        stages.append(PIIStage(emails=cfg.pii.emails, ip_addresses=cfg.pii.ip_addresses))
+    return stages
 
 
 def choose_validation(doc_chars: dict[str, int], fraction: float) -> frozenset[str]:
@@ -90,6 +113,12 @@ def choose_validation(doc_chars: dict[str, int], fraction: float) -> frozenset[s
     if not val:
         val = [min(ranked, key=lambda d: (doc_chars[d], ranked.index(d)))]
     return frozenset(val)
+
+
+def _counter_sums(batch: pa.Table) -> pa.Table:
+    from pipeline.ledger import counter_sums
+
+    return counter_sums(batch, COUNTER_KEYS)
 
 
 def _id_and_length(batch: pa.Table) -> pa.Table:
@@ -168,6 +197,10 @@ def run_data(
     ledger = Ledger.from_counts(counts, stage_names)
     # Written before anything can fail for lack of documents, so a user can see why.
     atomic_write_json(run_dir / "ledger.json", ledger.to_dict())
+    counters = sum_counters(ds.map_batches(_counter_sums, batch_format="pyarrow").take_all())
+    reject_samples = merge_reject_samples(
+        ds.map_batches(sample_rejects, batch_format="pyarrow").take_all()
+    )
 
     # Stage outputs: kept documents and rejects as Parquet, each renamed into place whole.
     kept = ds.map_batches(_kept_only, batch_format="pyarrow").materialize()
@@ -257,6 +290,7 @@ def run_data(
         "input_files": len(files),
         "read": reader_stats,
         **({"crawl": crawl_stats} if crawl_stats is not None else {}),
+        "counters": counters,
         "dedup": dedup_stats,
         "splits": splits,
         "seconds": {
@@ -267,5 +301,9 @@ def run_data(
         },
         "dataset_version": str(version_dir),
     }
+    atomic_write_text(
+        run_dir / "rejects_sample.jsonl",
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in reject_samples),
+    )
     atomic_write_json(run_dir / "stats.json", stats)
-    return DataResult(version, version_dir, tokenizer_path, ledger, run_dir, stats)
+    return DataResult(version, version_dir, tokenizer_path, ledger, run_dir, stats, reject_samples)

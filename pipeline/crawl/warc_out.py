@@ -33,7 +33,7 @@ class WarcSegment:
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.tmp_path, "wb")  # noqa: SIM115 - open until close() or discard()
         # Records are built uncompressed and gzipped one member each here: warcio's own gzip
-        # writer uses level 9, which cost more than fetching in bench/crawl.py; level 6 (zlib's
+        # writer uses level 9, which cost more than fetching in bench/bench_crawl.py; level 6 (zlib's
         # default) makes files about 2% larger at a third of the time.
         self._buffer = io.BytesIO()
         self._writer = WARCWriter(self._buffer, gzip=False)

@@ -124,3 +124,26 @@ def test_data_needs_inputs_or_a_crawl(tmp_path):
     path.write_text("data: {dataset_name: x}\n")
     with pytest.raises(ConfigError, match="inputs, a crawl, or both"):
         load_job_config(path)
+def test_decontamination_defaults_to_the_eval_prompts_and_files_resolve(tmp_path):
+    cfg = load_job_config()
+    assert cfg.data.decontam.texts == cfg.eval.prompts
+    own = load_job_config(DEFAULT_CONFIG, ["data.decontam.texts=[a b c]", "eval.prompts=[x]"])
+    assert own.data.decontam.texts == ["a b c"]
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "data:\n  inputs: [{path: pages}]\n  decontam: {files: [evals/lambada.jsonl]}\n"
+        "eval: {prompts: [Once upon a time]}\n"
+    )
+    cfg = load_job_config(job)
+    assert cfg.data.decontam.files == [str(tmp_path / "evals" / "lambada.jsonl")]
+    assert cfg.data.decontam.texts == ["Once upon a time"]
+
+
+def test_quality_thresholds_are_validated():
+    cfg = load_job_config(
+        DEFAULT_CONFIG,
+        ["data.quality.gopher_repetition.max_top_ngram_char_fraction={2: 0.3}"],
+    )
+    assert cfg.data.quality.gopher_repetition.max_top_ngram_char_fraction == {2: 0.3}
+    with pytest.raises(ConfigError, match="data.quality.fineweb.max_short_line_fraction"):
+        load_job_config(DEFAULT_CONFIG, ["data.quality.fineweb.max_short_line_fraction=2"])

@@ -1,8 +1,10 @@
-"""The extract stage on real pages and on bad input."""
+"""The extract stage on real pages and on bad input: every page ends as text or a counted
+rejection, and no page can hang a worker."""
 
 from __future__ import annotations
 
 import gzip
+import time
 
 import pytest
 
@@ -16,7 +18,8 @@ from tests.helpers import SAMPLE
 def stage():
     s = ExtractStage()
     s.setup()
-    return s
+    yield s
+    s.close()
 
 
 def _page(name: str) -> dict:
@@ -24,7 +27,7 @@ def _page(name: str) -> dict:
     return make_document("web", f"sample/web/{name}", raw=raw)
 
 
-def test_every_sample_page_gives_text_and_a_title(stage):
+def test_every_sample_page_gives_text_and_metadata(stage):
     pages = sorted(p.name for p in (SAMPLE / "web").glob("*.html.gz"))
     docs = stage.process_batch([_page(n) for n in pages])
     assert all(is_kept(d) for d in docs), [
@@ -33,7 +36,10 @@ def test_every_sample_page_gives_text_and_a_title(stage):
     for d in docs:
         assert len(d["text"].split()) > 50
         assert d["raw"] is None  # payload freed once extracted
-        assert d["meta"].get("title")
+        assert d["meta"].get("title") and d["meta"].get("date")
+        assert d["meta"]["encoding"] == "utf-8"
+    assert sum("site" in d["meta"] for d in docs) >= 20
+    assert sum("declared_language" in d["meta"] for d in docs) >= 20
 
 
 def test_main_text_without_boilerplate(stage):
@@ -43,32 +49,85 @@ def test_main_text_without_boilerplate(stage):
     assert doc["meta"]["date"] == "2020-01-16"
 
 
-NAV_ONLY = b"<html><body><nav><a href='/'>Home</a> <a href='/x'>About</a></nav></body></html>"
+NAV_ONLY = (
+    b"<html><head><title>Example</title></head><body><nav><ul>"
+    + b"".join(b"<li><a href='/s%d'>Section %d</a></li>" % (i, i) for i in range(12))
+    + b"</ul></nav><footer><a href='/imprint'>Imprint</a></footer></body></html>"
+)
+BIG_TABLE = b"<table>" + b"<tr><td>cell</td><td>0</td></tr>" * 1_000_000 + b"</table>"
+SINGLE_LINE_5MB = b"<html><body><p>" + b"word " * 1_000_000 + b"</p></body></html>"
 
 
 @pytest.mark.parametrize(
-    "raw, outcome",
+    "raw, outcomes",
     [
-        (b"", ("extract", "empty_page")),
-        (b"   \n ", ("extract", "empty_page")),
-        (NAV_ONLY, ("length", "too_short")),  # trafilatura keeps "Home About"; too short
-        (bytes(range(256)) * 64, ("extract", "no_main_text")),  # binary bytes labelled HTML
+        (b"", {("extract", "empty_page")}),
+        (b"   \n ", {("extract", "empty_page")}),
+        # trafilatura may keep the link texts or nothing; either way the page does not survive
+        (NAV_ONLY, {("extract", "no_main_text"), ("length", "too_short")}),
+        ((SAMPLE / "warc" / "whirlwind.warc.gz").read_bytes(), {("extract", "binary_content")}),
+        (bytes(range(256)) * 64, {("extract", "binary_content")}),
+        (SINGLE_LINE_5MB, {("extract", "page_too_large")}),
+        (b"<html><body>" + BIG_TABLE + b"</body></html>", {("extract", "page_too_large")}),
     ],
+    ids=["empty", "blank", "navigation-only", "gzip-as-html", "binary", "5MB-line", "huge-table"],
 )
-def test_bad_pages_are_counted_rejections(stage, raw, outcome):
+def test_bad_pages_are_counted_rejections(stage, raw, outcomes):
     docs = [make_document("web", "http://example.com/x", raw=raw)]
     for s in (stage, LengthFilter(min_words=50)):
         docs = s.process_batch(docs)
-    assert (docs[0]["drop_stage"], docs[0]["drop_reason"]) == outcome
+    assert (docs[0]["drop_stage"], docs[0]["drop_reason"]) in outcomes
+
+
+def test_a_5mb_single_line_under_a_raised_cap_is_extracted():
+    stage = ExtractStage(max_page_bytes=8 * 1024 * 1024)
+    try:
+        [doc] = stage.process_batch([make_document("web", "x", raw=SINGLE_LINE_5MB)])
+    finally:
+        stage.close()
+    assert is_kept(doc) and doc["text"].count("word") == 1_000_000
+
+
+def test_a_page_over_the_time_limit_is_given_up_and_the_next_page_is_fine():
+    # 60,000 table rows fit under the size cap but take trafilatura about 15 s.
+    table = b"<html><body>" + BIG_TABLE[: 7 + 33 * 60_000] + b"</table></body></html>"
+    stage = ExtractStage(time_limit_seconds=1.0)
+    try:
+        stage.process_batch([_page("anarc.at.cdpath.html.gz")])  # child started and warm
+        t0 = time.monotonic()
+        slow, good = stage.process_batch(
+            [make_document("web", "x", raw=table), _page("anarc.at.cdpath.html.gz")]
+        )
+        elapsed = time.monotonic() - t0
+    finally:
+        stage.close()
+    assert slow["drop_reason"] == "extract_timeout"
+    assert is_kept(good) and "CDPATH" in good["text"]
+    assert elapsed < 8  # 1 s for the slow page, a new child for the next
+
+
+def test_a_wrongly_declared_charset_still_gives_the_right_text(stage):
+    german = _page("rete-mirabile.net.15jahre.html.gz")
+    german["raw"] = german["raw"].decode("utf-8").encode("cp1252", errors="replace")
+    german["meta"]["content_type"] = "text/html; charset=utf-8"  # the header lies too
+    [doc] = stage.process_batch([german])
+    assert is_kept(doc) and "für" in doc["text"] and "\ufffd" not in doc["text"]
 
 
 def test_an_exception_on_one_document_is_counted_and_the_batch_goes_on(stage):
     broken = make_document("web", "http://example.com/broken", raw=b"<html>")
-    broken["raw"] = 12345  # not bytes: trafilatura raises
+    broken["raw"] = 12345  # not bytes
     good = _page("anarc.at.cdpath.html.gz")
     docs = stage.process_batch([broken, good])
     assert docs[0]["drop_reason"].startswith("error:")
     assert is_kept(docs[1])
+
+
+def test_the_stage_pickles_without_its_child(stage):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(stage))
+    assert copy._worker is None and copy.settings == stage.settings
 
 
 def test_books_lose_their_gutenberg_header(stage):

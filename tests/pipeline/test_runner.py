@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -35,8 +37,41 @@ def test_ledger_balances_for_every_stage(result):
     assert ledger.documents_in == 39  # 27 pages + 1 WARC response + 11 books
     for stage in ledger.per_stage():
         assert stage["in"] == stage["kept"] + stage["dropped"]
+    assert ledger.stages == [
+        "read",
+        "extract",
+        "length",
+        "language",
+        "gopher_repetition",
+        "gopher_quality",
+        "c4",
+        "fineweb",
+        "decontam",
+        "pii",
+        "dedup",
+    ]
     assert ledger.dropped["language"] == {"language:an": 1}  # the Aragonese Wikipedia page
+    # A game's quest list and a dance school's figure notes repeat themselves by Gopher's rules.
+    assert ledger.dropped["gopher_repetition"] == {
+        "dup_5gram_char_fraction": 1,
+        "dup_9gram_char_fraction": 1,
+    }
     assert ledger.dropped["dedup"] == {"near_duplicate": 1}  # the second Treasure Island
+    assert ledger.documents_kept == 35
+    assert sum(ledger.dropped[s] != {} for s in ledger.stages) == 3
+
+
+@pytest.mark.slow
+def test_rejects_are_sampled_and_counters_summed(result):
+    res, _ = result
+    lines = (res.run_dir / "rejects_sample.jsonl").read_text().splitlines()
+    samples = [json.loads(line) for line in lines]
+    assert {(r["stage"], r["reason"]) for r in samples} == {
+        (stage, reason) for stage, reasons in res.ledger.dropped.items() for reason in reasons
+    }
+    assert all(r["url"] and r["text"] for r in samples)
+    stats = json.loads((res.run_dir / "stats.json").read_text())
+    assert stats["counters"]["c4_lines_removed"] > 0
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ files: de-chunking and decompression checks, truncation checks, charset decoding
 document rows. Both report MB/s of archive bytes on disk; the ratio is what kiln's extra work
 costs. The corpus is small (1.4 MB), so each pass is repeated.
 
-Run: ``.venv/bin/python bench/read.py [--repeat 5]``.
+Run: ``.venv/bin/python bench/bench_read.py [--repeat 5]``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ servers (each a host of its own) and measures pages stored per second:
 3. politeness: with a per-host delay, 1 host against 4 hosts of the same pages, which shows
    that hosts are served side by side (the ratio should approach 4).
 
-Run: ``.venv/bin/python bench/crawl.py [--pages 120]``. Timings on a shared 2-core machine are
+Run: ``.venv/bin/python bench/bench_crawl.py [--pages 120]``. Timings on a shared 2-core machine are
 noisy; read the ratios.
 """
 

@@ -1,0 +1,129 @@
+"""kiln's extraction against bare ``trafilatura.extract`` defaults, on the same pages, same run.
+
+For every gold page of the shared corpus (../shared/corpus/gold, see its README), both
+extract the main text: trafilatura's defaults in this process, and kiln's extract stage as the
+data job runs it (its time-limited child process, settings from ExtractConfig's defaults).
+The two alternate per page, in a shuffled order, so machine load falls on both alike.
+
+Prints per source: mean token F1 for scrapinghub (``articleBody``) and readability (the text
+of ``expected_html``), snippet precision/recall/F1 for the trafilatura eval, the share of its
+boilerplate snippets that survive, pages/s of each and their ratio, and the targets (the
+corpus README's figures for trafilatura's defaults). Also how often kiln's title and date
+match the eval's annotations.
+
+    .venv/bin/python bench/bench_extract.py [--corpus ../shared/corpus] [--every N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline.extract import ExtractStage  # noqa: E402
+from pipeline.extract_gold import SnippetScore, load_gold, score_pages  # noqa: E402
+from pipeline.records import make_document  # noqa: E402
+
+# trafilatura 2.3.1 extract() defaults on these pages, from the corpus README.
+TARGETS = {"scrapinghub": 0.957, "readability": 0.952, "snippets": 0.926}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
+    parser.add_argument("--every", type=int, default=1, help="use every N-th page (default all)")
+    args = parser.parse_args()
+
+    import trafilatura
+
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    pages = load_gold(args.corpus)[:: args.every]
+    raws = [page.raw() for page in pages]
+    stage = ExtractStage()
+    stage.setup()
+
+    def kiln(page, raw) -> tuple[str | None, dict]:
+        doc = make_document("web", page.url or str(page.path), raw=raw)
+        reason = stage.process(doc)
+        return (None if reason else doc["text"]), doc["meta"]
+
+    def bare(page, raw) -> str | None:
+        return trafilatura.extract(raw)
+
+    # Warm both up (imports, the child process, lazily built regexes) outside the timing.
+    for page, raw in zip(pages[:10], raws[:10], strict=True):
+        kiln(page, raw)
+        bare(page, raw)
+
+    rng = random.Random(0)
+    texts: dict[str, list] = {"kiln": [], "trafilatura": []}
+    seconds = {"kiln": 0.0, "trafilatura": 0.0}
+    metas = []
+    for page, raw in zip(pages, raws, strict=True):
+        order = ["kiln", "trafilatura"]
+        rng.shuffle(order)
+        for name in order:
+            t0 = time.perf_counter()
+            if name == "kiln":
+                text, meta = kiln(page, raw)
+                metas.append(meta)
+            else:
+                text = bare(page, raw)
+            seconds[name] += time.perf_counter() - t0
+            texts[name].append(text)
+    stage.close()
+
+    scores = {name: score_pages(pages, texts[name]) for name in texts}
+    print(f"{len(pages)} pages; token F1 over sets of lower-cased \\w+ tokens, mean per page")
+    print(f"{'':<28}{'trafilatura':>12}{'kiln':>10}{'target':>9}")
+    for source in ("scrapinghub", "readability"):
+        if source in scores["kiln"]:
+            n = sum(p.source == source for p in pages)
+            print(
+                f"{source + f' F1 ({n})':<28}{scores['trafilatura'][source]:>12.4f}"
+                f"{scores['kiln'][source]:>10.4f}{TARGETS[source]:>9.3f}"
+            )
+    if "snippets" in scores["kiln"]:
+        base: SnippetScore = scores["trafilatura"]["snippets"]
+        ours: SnippetScore = scores["kiln"]["snippets"]
+        n = sum(p.source == "trafilatura" for p in pages)
+        for label, attr, target in (
+            (f"snippets F1 ({n})", "f1", TARGETS["snippets"]),
+            ("snippets precision", "precision", None),
+            ("snippets recall", "recall", None),
+            ("boilerplate kept", "boilerplate_kept", None),
+        ):
+            shown = f"{target:>9.3f}" if target else ""
+            print(f"{label:<28}{getattr(base, attr):>12.4f}{getattr(ours, attr):>10.4f}{shown}")
+    speed = {name: len(pages) / s for name, s in seconds.items()}
+    print(
+        f"{'pages/s':<28}{speed['trafilatura']:>12.1f}{speed['kiln']:>10.1f}"
+        f"   kiln / trafilatura = {speed['kiln'] / speed['trafilatura']:.2f}"
+    )
+
+    titled = dated = title_ok = date_ok = 0
+    for page, meta in zip(pages, metas, strict=True):
+        if page.title:
+            titled += 1
+            title_ok += meta.get("title", "").strip() == page.title.strip()
+        if page.date:
+            dated += 1
+            date_ok += meta.get("date") == page.date
+    if titled:
+        print(
+            f"kiln metadata vs the eval's annotations: title {title_ok}/{titled}, "
+            f"date {date_ok}/{dated}"
+        )
+
+
+if __name__ == "__main__":
+    main()
