@@ -225,20 +225,53 @@ class DecontamConfig(StrictModel):
 class DedupConfig(StrictModel):
     enabled: bool = Field(True, description="Run exact and near-duplicate removal.")
     num_perm: int = Field(112, ge=8, le=1024, description="MinHash permutations.")
-    # 14 bands of 8 rows (112 permutations) is FineWeb's setting: pairs above a Jaccard
-    # similarity of about 0.75 collide in at least one band with high probability.
-    bands: int = Field(14, ge=1, description="LSH bands; bands x rows must equal num_perm.")
+    # 14 bands of 8 rows (112 permutations) is FineWeb's setting (Penedo et al., 2024): pairs
+    # above a Jaccard similarity of about 0.75 collide in at least one band with high
+    # probability.
+    bands: int = Field(14, ge=1, description="LSH bands; bands x rows at most num_perm.")
     rows: int = Field(8, ge=1, description="Rows (hash values) per LSH band.")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Target Jaccard similarity: derive bands and rows from it instead (do not "
+        "set bands or rows with it). Also the bar for verify.",
+    )
+    verify: bool = Field(
+        False,
+        description="Keep a candidate pair only if its estimated Jaccard similarity reaches "
+        "the threshold (or the bands/rows curve's midpoint).",
+    )
     shingle_size: int = Field(5, ge=1, le=32, description="Words per shingle (n-gram).")
 
     @model_validator(mode="after")
-    def _bands_times_rows(self) -> DedupConfig:
-        if self.bands * self.rows != self.num_perm:
+    def _check_banding(self) -> DedupConfig:
+        if self.threshold is not None and {"bands", "rows"} & self.model_fields_set:
+            raise ValueError("set either threshold or bands and rows, not both")
+        bands, rows = self.lsh()
+        if bands * rows > self.num_perm:
             raise ValueError(
-                f"bands x rows ({self.bands} x {self.rows} = {self.bands * self.rows}) "
-                f"must equal num_perm ({self.num_perm})"
+                f"bands x rows ({bands} x {rows} = {bands * rows}) exceeds num_perm "
+                f"({self.num_perm})"
             )
         return self
+
+    def lsh(self) -> tuple[int, int]:
+        """Bands and rows in use: derived from threshold when it is set."""
+        if self.threshold is not None:
+            from pipeline.minhash import lsh_params
+
+            return lsh_params(self.threshold, self.num_perm)
+        return self.bands, self.rows
+
+    def verify_threshold(self) -> float | None:
+        if not self.verify:
+            return None
+        if self.threshold is not None:
+            return self.threshold
+        from pipeline.minhash import lsh_threshold
+
+        return lsh_threshold(*self.lsh())
 
 
 class TokenizerConfig(StrictModel):

@@ -1,54 +1,66 @@
 """Dedup stage: exact duplicates by hash of normalised text, near duplicates by MinHash LSH.
 
-Dedup needs to see every document at once, so unlike the per-document stages it runs in three
-steps over a materialised Ray dataset:
+Dedup has to compare every document with every other, so it cannot be a per-document stage.
+It runs as a distributed pipeline over a Ray dataset of documents, in which texts never travel
+beyond the first step:
 
-1. in parallel, each kept document gets a fingerprint: the hash of its normalised text and a
-   MinHash signature over word n-grams (datasketch);
-2. in the driver, documents with the same hash, or that datasketch's MinHashLSH puts in a
-   common band bucket, are joined into clusters (union-find);
-3. in parallel, every document of a cluster but one is marked ``exact_duplicate`` or
-   ``near_duplicate``, with ``meta['duplicate_of']`` naming the one kept.
+1. **Fingerprint** (Ray ``map_batches``): each kept document becomes one small row: its id,
+   length, the hash of its normalised text and its MinHash signature (pipeline/minhash.py).
+2. **Bucket keys**: each fingerprint becomes ``bands + 1`` rows: one key per LSH band, and one
+   for the exact-text hash. Documents of an earlier dataset version join here with the keys
+   they were stored with (:class:`DedupIndex`), marked as already kept.
+3. **Candidates** (Ray ``groupby`` on the key, a distributed shuffle): every bucket holding two
+   or more documents links each member to the bucket's best member. With ``verify``, a link is
+   kept only if the two signatures' estimated Jaccard similarity reaches the threshold.
+4. **Clusters**: the links go through union-find in the driver. Only linked documents are held
+   there, so memory grows with the number of duplicates, not of documents.
+5. **Mark** (Ray ``map_batches``): every member of a cluster but one is dropped as
+   ``exact_duplicate`` (its normalised text equals a kept member's) or ``near_duplicate``,
+   with ``meta['duplicate_of']`` naming a kept document.
 
-Which document a cluster keeps does not depend on input order: the one with the most
-characters (the most complete copy), ties broken by the smallest id.
-
-Step 2 holds one signature per document in the driver's memory (112 x 4 bytes each): fine for
-the sample and for millions of documents, not for billions. Issue #5 moves it to a distributed
-shuffle.
+Which document a cluster keeps is decided by a fixed rule, so the result does not depend on
+the number of workers, of blocks, or on input order: a document of an earlier version always
+stays; otherwise the longest text (the most complete copy) stays, ties going to the smallest
+id. Documents with fewer words than one shingle have no signature and take part in exact dedup
+only.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
-from dataclasses import dataclass
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipeline.minhash import (
+    MINHASH_DTYPE,
+    MinHasher,
+    band_keys,
+    estimated_jaccard,
+    normalize_text,
+)
 from pipeline.records import Document, from_table, is_kept, to_table
 from pipeline.stage import Stage
 
 __all__ = [
-    "MinHasher",
+    "KEY_SCHEMA",
+    "DedupIndex",
+    "DedupResult",
+    "Duplicate",
     "MarkDuplicates",
+    "cluster",
     "fingerprint_batch",
-    "find_duplicates",
-    "normalize_text",
-    "shingle_words",
     "run_dedup",
 ]
 
-_SPACE = re.compile(r"\s+")
+log = logging.getLogger(__name__)
 
-# datasketch's permutation scheme (its default since 2.0): 32-bit values, so a signature of 112
-# permutations is 448 bytes. Sketches of different schemes cannot be compared.
-MINHASH_SCHEME = "affine32"
-MINHASH_DTYPE = np.uint32
-
-SIGNATURE_SCHEMA = pa.schema(
+FINGERPRINT_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("text_hash", pa.string()),
@@ -57,61 +69,37 @@ SIGNATURE_SCHEMA = pa.schema(
     ]
 )
 
+# One row per (document, bucket). This is also the on-disk format of the dedup index.
+KEY_SCHEMA = pa.schema(
+    [
+        ("key", pa.int64()),
+        ("id", pa.string()),
+        ("text_hash", pa.string()),
+        ("n_chars", pa.int64()),
+    ]
+)
 
-def normalize_text(text: str) -> str:
-    """Unicode NFKC, case-folded, whitespace runs collapsed: what "the same text" means for
-    exact dedup."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+_LINK_SCHEMA = pa.schema(
+    [
+        ("a", pa.string()),
+        ("a_hash", pa.string()),
+        ("a_chars", pa.int64()),
+        ("a_old", pa.bool_()),
+        ("b", pa.string()),
+        ("b_hash", pa.string()),
+        ("b_chars", pa.int64()),
+        ("b_old", pa.bool_()),
+    ]
+)
+
+# The exact-text bucket of a document gets a key from its text hash; banded keys come from
+# pipeline.minhash.band_keys. Both are 64-bit hashes, so they do not collide in practice.
+_EXACT_PERSON = b"exact-text"
 
 
-def _is_punctuation(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("P")
-
-
-# Punctuation code points map to a space, built once: str.translate is fast with a dict.
-_PUNCTUATION_TO_SPACE = {cp: " " for cp in range(0x110000) if _is_punctuation(chr(cp))}
-
-
-def shingle_words(text: str) -> list[str]:
-    """Words for near-dup shingles: normalised, with punctuation removed.
-
-    Releases of the same text often differ only in typography (straight or curly quotes, "--"
-    or an em dash); without this, "we're" and "we’re" would be different words.
-    """
-    return normalize_text(text).translate(_PUNCTUATION_TO_SPACE).split()
-
-
-class MinHasher:
-    """MinHash signatures over word n-grams of normalised text."""
-
-    def __init__(self, *, num_perm: int = 112, shingle_size: int = 5, seed: int = 1):
-        self.num_perm = num_perm
-        self.shingle_size = shingle_size
-        self.seed = seed
-
-    def shingles(self, text: str) -> set[bytes]:
-        words = shingle_words(text)
-        n = self.shingle_size
-        return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
-
-    def signatures(self, texts: list[str]) -> list[np.ndarray | None]:
-        """One uint32 signature per text; None for texts shorter than one shingle."""
-        from datasketch import MinHash
-
-        shingle_sets = [self.shingles(t) for t in texts]
-        present = [i for i, s in enumerate(shingle_sets) if s]
-        # MinHash.bulk hashes all shingles of a batch together, several times faster than
-        # one update() call per shingle.
-        hashes = MinHash.bulk(
-            [list(shingle_sets[i]) for i in present],
-            num_perm=self.num_perm,
-            seed=self.seed,
-            scheme=MINHASH_SCHEME,
-        )
-        out: list[np.ndarray | None] = [None] * len(texts)
-        for i, mh in zip(present, hashes, strict=True):
-            out[i] = np.asarray(mh.hashvalues, dtype=MINHASH_DTYPE)
-        return out
+def _exact_key(text_hash: str) -> int:
+    digest = hashlib.blake2b(text_hash.encode(), digest_size=8, person=_EXACT_PERSON).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def fingerprint_batch(batch: pa.Table, hasher: MinHasher) -> pa.Table:
@@ -127,7 +115,80 @@ def fingerprint_batch(batch: pa.Table, hasher: MinHasher) -> pa.Table:
         }
         for d, sig in zip(docs, sigs, strict=True)
     ]
-    return pa.Table.from_pylist(rows, schema=SIGNATURE_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=FINGERPRINT_SCHEMA)
+
+
+def keys_batch(batch: pa.Table, bands: int, rows: int, with_signature: bool) -> pa.Table:
+    """Ray Data batch function: fingerprints in, one row per (document, bucket) out."""
+    out = {name: [] for name in KEY_SCHEMA.names}
+    out["old"] = []
+    signatures = []
+    for fp in batch.to_pylist():
+        keys = [_exact_key(fp["text_hash"])]
+        sig = None
+        if fp["minhash"] is not None:
+            sig = np.frombuffer(fp["minhash"], dtype=MINHASH_DTYPE)
+            keys += band_keys(sig, bands, rows)
+        for key in keys:
+            out["key"].append(key)
+            out["id"].append(fp["id"])
+            out["text_hash"].append(fp["text_hash"])
+            out["n_chars"].append(fp["n_chars"])
+            out["old"].append(False)
+            signatures.append(fp["minhash"])
+    table = pa.table(out, schema=KEY_SCHEMA.append(pa.field("old", pa.bool_())))
+    if with_signature:
+        table = table.append_column("minhash", pa.array(signatures, type=pa.binary()))
+    return table
+
+
+def _priority(row: dict) -> tuple:
+    # Earlier versions first, then the longest text, then the smallest id.
+    return (not row["old"], -row["n_chars"], row["id"])
+
+
+def link_bucket(group: pa.Table, threshold: float | None) -> pa.Table:
+    """Ray Data group function: link each member of one bucket to its best member.
+
+    A bucket whose members are all from earlier versions yields nothing: they were decided
+    before. With a ``threshold`` (and signatures in the rows), only members whose estimated
+    Jaccard similarity to the best member reaches it are linked.
+    """
+    rows = group.to_pylist()
+    if len(rows) < 2 or all(r["old"] for r in rows):
+        return pa.Table.from_pylist([], schema=_LINK_SCHEMA)
+    # A document re-appearing unchanged has the same id in the index and in this run: the two
+    # are different rows (the new copy is the duplicate), so identity is (id, old).
+    unique = {}
+    for r in rows:
+        unique.setdefault((r["id"], r["old"]), r)
+    members = sorted(unique.values(), key=_priority)
+    anchor = members[0]
+    links = []
+    for r in members[1:]:
+        if threshold is not None and r.get("minhash") and anchor.get("minhash"):
+            a = np.frombuffer(anchor["minhash"], dtype=MINHASH_DTYPE)
+            b = np.frombuffer(r["minhash"], dtype=MINHASH_DTYPE)
+            same_text = r["text_hash"] == anchor["text_hash"]
+            if not same_text and estimated_jaccard(a, b) < threshold:
+                continue
+        links.append(
+            {
+                "a": anchor["id"], "a_hash": anchor["text_hash"], "a_chars": anchor["n_chars"],
+                "a_old": anchor["old"], "b": r["id"], "b_hash": r["text_hash"],
+                "b_chars": r["n_chars"], "b_old": r["old"],
+            }
+        )
+    return pa.Table.from_pylist(links, schema=_LINK_SCHEMA)
+
+
+@dataclass
+class Duplicate:
+    """Why a document is removed and which kept document stands in for it."""
+
+    reason: str
+    kept_id: str
+    kept_in_earlier_version: bool = False
 
 
 class _UnionFind:
@@ -144,63 +205,60 @@ class _UnionFind:
     def union(self, a: str, b: str) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            # Attach the larger id under the smaller one so roots do not depend on order.
-            lo, hi = sorted((ra, rb))
+            lo, hi = sorted((ra, rb))  # roots do not depend on the order of the links
             self.parent[hi] = lo
 
 
-@dataclass
-class Duplicate:
-    """Why a document is removed and which document stays in its place."""
+def cluster(links: list[dict]) -> tuple[dict[str, Duplicate], list[int]]:
+    """Connected components of the links; returns the documents to drop and cluster sizes.
 
-    reason: str
-    kept_id: str
-
-
-def find_duplicates(
-    fingerprints: list[dict], *, bands: int, rows: int, seed: int = 1
-) -> dict[str, Duplicate]:
-    """Cluster documents by exact hash and by LSH band collisions; return the ones to drop."""
-    from datasketch import MinHash, MinHashLSH
-
-    fingerprints = sorted(fingerprints, key=lambda f: f["id"])  # order-independent result
+    Nodes are (id, old) pairs, so a document of this run that re-appears unchanged from an
+    earlier version (same id) is a separate node, linked to and dropped for its old copy.
+    """
     uf = _UnionFind()
-    exact_root: dict[str, str] = {}
-    for fp in fingerprints:
-        uf.find(fp["id"])
-        first = exact_root.setdefault(fp["text_hash"], fp["id"])
-        if first != fp["id"]:
-            uf.union(first, fp["id"])
+    nodes: dict[str, dict] = {}
 
-    lsh = MinHashLSH(num_perm=bands * rows, params=(bands, rows))
-    for fp in fingerprints:
-        if fp["minhash"] is None:
-            continue  # shorter than one shingle: exact dedup only
-        values = np.frombuffer(fp["minhash"], dtype=MINHASH_DTYPE)
-        mh = MinHash(num_perm=bands * rows, seed=seed, hashvalues=values, scheme=MINHASH_SCHEME)
-        for other in lsh.query(mh):
-            uf.union(other, fp["id"])
-        lsh.insert(fp["id"], mh)
+    def node_key(doc_id: str, old: bool) -> str:
+        return ("old\0" if old else "new\0") + doc_id
 
-    clusters: dict[str, list[dict]] = {}
-    for fp in fingerprints:
-        clusters.setdefault(uf.find(fp["id"]), []).append(fp)
+    for link in links:
+        for side in ("a", "b"):
+            key = node_key(link[side], link[f"{side}_old"])
+            nodes.setdefault(
+                key,
+                {"id": link[side], "text_hash": link[f"{side}_hash"],
+                 "n_chars": link[f"{side}_chars"], "old": link[f"{side}_old"]},
+            )
+        uf.union(node_key(link["a"], link["a_old"]), node_key(link["b"], link["b_old"]))
+    components: dict[str, list[dict]] = {}
+    for key, node in nodes.items():
+        components.setdefault(uf.find(key), []).append(node)
 
     dropped: dict[str, Duplicate] = {}
-    for members in clusters.values():
-        if len(members) == 1:
-            continue
-        keep = min(members, key=lambda f: (-f["n_chars"], f["id"]))
-        for fp in members:
-            if fp is keep:
+    sizes = []
+    for members in components.values():
+        sizes.append(len(members))
+        members.sort(key=_priority)
+        keeper = members[0]
+        kept = [m for m in members if m["old"]] or [keeper]
+        kept_hashes: dict[str, dict] = {}
+        for m in kept:
+            kept_hashes.setdefault(m["text_hash"], m)
+        for m in members:
+            if m["old"] or m is keeper:
                 continue
-            reason = "exact_duplicate" if fp["text_hash"] == keep["text_hash"] else "near_duplicate"
-            dropped[fp["id"]] = Duplicate(reason, keep["id"])
-    return dropped
+            same = kept_hashes.get(m["text_hash"])
+            stand_in = same or keeper
+            dropped[m["id"]] = Duplicate(
+                "exact_duplicate" if same else "near_duplicate",
+                stand_in["id"],
+                kept_in_earlier_version=stand_in["old"],
+            )
+    return dropped, sizes
 
 
 class MarkDuplicates(Stage):
-    """Apply the driver's decisions: drop each duplicate, naming the document kept instead."""
+    """Apply the clustering's decisions: drop each duplicate, naming the document kept."""
 
     name = "dedup"
 
@@ -212,6 +270,8 @@ class MarkDuplicates(Stage):
         if dup is None:
             return None
         doc["meta"]["duplicate_of"] = dup.kept_id
+        if dup.kept_in_earlier_version:
+            doc["meta"]["duplicate_in"] = "earlier_version"
         return dup.reason
 
 
@@ -220,25 +280,130 @@ def mark_batch(batch: pa.Table, duplicates: dict[str, Duplicate]) -> pa.Table:
     return to_table(MarkDuplicates(duplicates).process_batch(from_table(batch)))
 
 
-def run_dedup(ds, *, num_perm: int, bands: int, rows: int, shingle_size: int):
-    """Mark exact and near duplicates in a materialised Ray dataset of documents.
+def _drop_ids(batch: pa.Table, dropped: frozenset[str]) -> pa.Table:
+    mask = pc.invert(pc.is_in(batch["id"], value_set=pa.array(sorted(dropped), pa.string())))
+    return batch.filter(mask).select(KEY_SCHEMA.names)
 
-    Returns the marked dataset (materialised) and a summary for the run's stats.
+
+def _count_signatures(batch: pa.Table) -> pa.Table:
+    return pa.table({"rows": [batch.num_rows], "without_minhash": [batch["minhash"].null_count]})
+
+
+def _mark_old(batch: pa.Table) -> pa.Table:
+    return batch.select(KEY_SCHEMA.names).append_column(
+        "old", pa.array([True] * batch.num_rows, pa.bool_())
+    )
+
+
+class DedupIndex:
+    """Bucket keys of every document kept by earlier dataset versions.
+
+    Each version stores the keys of the documents it added in ``dedup_keys/`` (Parquet, KEY_SCHEMA)
+    inside its own folder, committed with it; the index of a dataset is the union over its
+    versions. Old signatures are never recomputed: a new run only hashes its own documents.
     """
-    if bands * rows != num_perm:
-        raise ValueError(f"dedup: bands x rows ({bands} x {rows}) must equal num_perm {num_perm}")
+
+    FOLDER = "dedup_keys"
+
+    def __init__(self, version_dirs: list[Path]):
+        self.parts = [
+            p
+            for v in version_dirs
+            for p in sorted((Path(v) / self.FOLDER).glob("*.parquet"))
+        ]
+
+    def dataset(self):
+        """A Ray dataset of the stored keys, or None when there are none."""
+        import ray
+
+        if not self.parts:
+            return None
+        return ray.data.read_parquet([str(p) for p in self.parts], schema=KEY_SCHEMA)
+
+
+@dataclass
+class DedupResult:
+    """The marked documents, the keys to store with the new version, and counts."""
+
+    documents: object  # ray.data.Dataset
+    keys: object  # ray.data.Dataset of KEY_SCHEMA rows for the kept documents
+    stats: dict = field(default_factory=dict)
+
+
+def run_dedup(
+    ds,
+    *,
+    num_perm: int,
+    bands: int,
+    rows: int,
+    shingle_size: int,
+    verify_threshold: float | None = None,
+    index: DedupIndex | None = None,
+    concurrency: int | None = None,
+) -> DedupResult:
+    """Mark exact and near duplicates in a Ray dataset of documents.
+
+    ``index`` holds the keys of earlier versions: documents of this run that duplicate one of
+    them are dropped, and earlier documents are never dropped. ``verify_threshold`` turns on
+    Jaccard verification of candidate links.
+    """
+    if bands * rows > num_perm:
+        raise ValueError(f"dedup: bands x rows ({bands} x {rows}) exceeds num_perm {num_perm}")
     hasher = MinHasher(num_perm=num_perm, shingle_size=shingle_size)
+    verify = verify_threshold is not None
+
     fingerprints = ds.map_batches(
         fingerprint_batch, fn_kwargs={"hasher": hasher}, batch_format="pyarrow"
-    ).take_all()
-    duplicates = find_duplicates(fingerprints, bands=bands, rows=rows, seed=hasher.seed)
+    ).materialize()
+    keys = fingerprints.map_batches(
+        keys_batch,
+        fn_kwargs={"bands": bands, "rows": rows, "with_signature": verify},
+        batch_format="pyarrow",
+    ).materialize()
+
+    candidates = keys
+    old = index.dataset() if index is not None else None
+    if old is not None:
+        old = old.map_batches(_mark_old, batch_format="pyarrow")
+        if verify:
+            # Stored keys carry no signature, so links to earlier documents are not verified.
+            old = old.map_batches(
+                lambda t: t.append_column("minhash", pa.nulls(t.num_rows, pa.binary())),
+                batch_format="pyarrow",
+            )
+        candidates = keys.union(old)
+
+    groupby_kwargs = {"num_partitions": concurrency} if concurrency else {}
+    links = (
+        candidates.groupby("key", **groupby_kwargs)
+        .map_groups(
+            link_bucket, fn_kwargs={"threshold": verify_threshold}, batch_format="pyarrow"
+        )
+        .take_all()
+    )
+    duplicates, sizes = cluster(links)
+
     marked = ds.map_batches(
         mark_batch, fn_kwargs={"duplicates": duplicates}, batch_format="pyarrow"
     ).materialize()
-    summary = {
-        "fingerprinted": len(fingerprints),
-        "exact_duplicates": sum(d.reason == "exact_duplicate" for d in duplicates.values()),
-        "near_duplicates": sum(d.reason == "near_duplicate" for d in duplicates.values()),
-        "without_minhash": sum(fp["minhash"] is None for fp in fingerprints),
+    kept_keys = keys.map_batches(
+        _drop_ids, fn_kwargs={"dropped": frozenset(duplicates)}, batch_format="pyarrow"
+    )
+    counts = fingerprints.map_batches(_count_signatures, batch_format="pyarrow").take_all()
+    n_fingerprints = sum(c["rows"] for c in counts)
+    without = sum(c["without_minhash"] for c in counts)
+    reasons = Counter(d.reason for d in duplicates.values())
+    stats = {
+        "fingerprinted": n_fingerprints,
+        "without_minhash": without,
+        "exact_duplicates": reasons.get("exact_duplicate", 0),
+        "near_duplicates": reasons.get("near_duplicate", 0),
+        "duplicates_of_earlier_versions": sum(
+            d.kept_in_earlier_version for d in duplicates.values()
+        ),
+        "clusters": len(sizes),
+        "cluster_sizes": dict(sorted(Counter(sizes).items())),
+        "largest_cluster": max(sizes, default=0),
+        "lsh": {"num_perm": num_perm, "bands": bands, "rows": rows, "verify": verify},
     }
-    return marked, summary
+    return DedupResult(marked, kept_keys, stats)

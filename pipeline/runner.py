@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.config import DataConfig
 from pipeline.decontam import DecontamStage, load_eval_texts
-from pipeline.dedup import run_dedup
+from pipeline.dedup import DedupIndex, run_dedup
 from pipeline.errors import InputError
 from pipeline.extract import ExtractStage
 from pipeline.filters import LanguageFilter, LengthFilter
@@ -182,14 +183,19 @@ def run_data(
 
     stage_names = [READ_STAGE] + [s.name for s in stages]
     dedup_stats: dict = {}
+    dedup_keys = None
     if cfg.dedup.enabled:
-        ds, dedup_stats = run_dedup(
+        bands, rows = cfg.dedup.lsh()
+        dedup = run_dedup(
             ds,
             num_perm=cfg.dedup.num_perm,
-            bands=cfg.dedup.bands,
-            rows=cfg.dedup.rows,
+            bands=bands,
+            rows=rows,
             shingle_size=cfg.dedup.shingle_size,
+            verify_threshold=cfg.dedup.verify_threshold(),
+            concurrency=concurrency,
         )
+        ds, dedup_keys, dedup_stats = dedup.documents, dedup.keys, dedup.stats
         stage_names.append("dedup")
     t_dedup = time.time()
 
@@ -282,6 +288,14 @@ def run_data(
             "config": cfg.model_dump(),
             "ledger": ledger.to_dict(),
         }
+        if dedup_keys is not None:
+            # The bucket keys of this version's documents, so a later refresh dedupes against
+            # them without recomputing their signatures (pipeline/dedup.py, DedupIndex).
+            dedup_keys.write_parquet(str(tmp / DedupIndex.FOLDER))
+            manifest["dedup_keys"] = {
+                "folder": DedupIndex.FOLDER,
+                "rows": sum(pq.read_metadata(p).num_rows for p in (tmp / DedupIndex.FOLDER).glob("*.parquet")),
+            }
         atomic_write_json(tmp / "manifest.json", manifest)
     version_dir = store.dataset_dir(cfg.dataset_name) / version
     t_end = time.time()
