@@ -2,9 +2,9 @@
 
 ``load_job_config(path, ["train.max_steps=50", ...])`` reads the YAML, applies ``key=value``
 overrides (dotted keys; values parsed as YAML, so ``20``, ``0.1``, ``true``, ``[en, de]`` and
-``null`` get their types), resolves relative input paths against the config file's folder, and
-validates the result. Any unknown field or out-of-range value raises :class:`ConfigError`
-naming the dotted field, before any work starts.
+``null`` get their types), resolves relative input and hostfile paths against the config
+file's folder, and validates the result. Any unknown field or out-of-range value raises
+:class:`ConfigError` naming the dotted field, before any work starts.
 """
 
 from __future__ import annotations
@@ -152,4 +152,6 @@ def load_job_config(
     for spec in cfg.data.inputs:
         if not os.path.isabs(spec.path):
             spec.path = os.path.normpath(base / spec.path)
+    if cfg.train.hostfile and not os.path.isabs(cfg.train.hostfile):
+        cfg.train.hostfile = os.path.normpath(base / cfg.train.hostfile)
     return cfg
