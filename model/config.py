@@ -120,7 +120,8 @@ class TrainConfig(_Strict):
         if self.zero_stage == 0 and self.offload_optimizer:
             raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3 (got 0)")
         if self.zero_stage == 0 and self.nonfinite_loss == "skip":
-            # Only DeepSpeed's ZeRO optimizers check the gradient norm and drop the update.
+            # Within an accumulation, a bad micro-batch's update is dropped by ZeRO's
+            # gradient-norm check (model/train.py: train_step), which stage 0 lacks.
             raise ValueError("nonfinite_loss 'skip' needs zero_stage 1, 2 or 3 (got 0)")
         if self.hostfile is not None and self.launcher != "deepspeed":
             raise ValueError(f"hostfile is read by the deepspeed launcher, not {self.launcher!r}")

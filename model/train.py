@@ -26,7 +26,7 @@ import resource
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -49,7 +49,14 @@ from model.resume import (
 from pipeline.shards import read_manifest
 from pipeline.store import atomic_write_json, atomic_write_text, staging_dir
 
-__all__ = ["NonFiniteLossError", "deepspeed_config", "lr_at", "param_groups", "train"]
+__all__ = [
+    "NonFiniteLossError",
+    "deepspeed_config",
+    "lr_at",
+    "param_groups",
+    "train",
+    "train_step",
+]
 
 log = logging.getLogger("kiln.train")
 
@@ -283,29 +290,32 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
     engine.train()
     for step in range(start_step, tc["max_steps"]):
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(tc["grad_accum_steps"]):
-            x, y = windows.micro_batch(
+        micro_batches = (
+            windows.micro_batch(
                 tokens_consumed,
                 micro_batch_size=tc["micro_batch_size"],
                 micro=micro,
                 rank=rank,
                 world_size=world,
             )
-            _, loss = engine(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.detach().float()
-        # Summed over ranks every step, so every rank sees the same mean loss and takes the
-        # same decision on a non-finite one (a rank that stopped alone would hang the others).
-        dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
-        mean_loss = loss_sum.item() / (world * tc["grad_accum_steps"])
+            for micro in range(tc["grad_accum_steps"])
+        )
+        mean_loss, was_skipped = train_step(
+            engine,
+            micro_batches,
+            grad_accum_steps=tc["grad_accum_steps"],
+            nonfinite_loss=tc["nonfinite_loss"],
+            step=step + 1,
+            device=device,
+        )
         tokens_consumed += tokens_per_step
-        busy_s += time.perf_counter() - t0  # .item() waited for the step to finish
+        busy_s += time.perf_counter() - t0  # train_step's .item() waited for the step to end
         steps_since += 1
         done = step + 1
-        if not math.isfinite(mean_loss):
-            skipped += _on_nonfinite_loss(engine, mean_loss, done, tc["nonfinite_loss"], rank)
+        if was_skipped:
+            skipped += 1
+            if rank == 0:
+                log.warning("step %d: loss is %s; update skipped", done, mean_loss)
 
         if done % tc["log_every"] == 0 or done == tc["max_steps"] or done == start_step + 1:
             tokens_per_s = tokens_per_step * steps_since / max(busy_s, 1e-9)
@@ -366,22 +376,56 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
     return summary
 
 
-def _on_nonfinite_loss(engine, loss: float, step: int, policy: str, rank: int) -> int:
-    """Stop, or confirm DeepSpeed dropped the update; returns 1 for a skipped step."""
-    if policy == "stop":
+def _nonfinite_on_any_rank(loss: torch.Tensor) -> bool:
+    bad = (~torch.isfinite(loss.detach())).float()
+    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad.item())
+
+
+def train_step(
+    engine,
+    micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    grad_accum_steps: int,
+    nonfinite_loss: str,
+    step: int,
+    device: torch.device,
+) -> tuple[float, bool]:
+    """One optimizer step over this rank's micro-batches; returns (loss, skipped).
+
+    The loss is the mean over every rank's micro-batches. It is summed across ranks every step,
+    so all ranks see the same value and take the same decision on a non-finite one (a rank that
+    stopped alone would leave the others waiting in a collective).
+
+    With ``nonfinite_loss="skip"`` each micro-batch's loss is checked on every rank before its
+    backward pass. A non-finite one never reaches the optimizer: without accumulation the step
+    makes neither backward pass nor update, and the learning-rate schedule does not advance;
+    within an accumulation the micro-batch contributes a zero gradient (DeepSpeed counts
+    micro-steps to find the end of a step, so it must still take its turn), and if even that
+    is not finite, ZeRO's gradient-norm check drops the whole update. ``"stop"`` raises
+    :class:`NonFiniteLossError` naming the step; the last checkpoint stays as it was.
+    """
+    loss_sum = torch.zeros((), device=device)
+    skipped = False
+    for x, y in micro_batches:
+        logits, loss = engine(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        loss_sum += loss.detach().float()
+        if nonfinite_loss == "skip" and _nonfinite_on_any_rank(loss):
+            skipped = True
+            if grad_accum_steps == 1:
+                break
+            loss = logits.float().nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
+        engine.backward(loss)
+        engine.step()
+    dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
+    mean = loss_sum.item() / (dist.get_world_size() * grad_accum_steps)
+    if not math.isfinite(mean) and nonfinite_loss == "stop":
         raise NonFiniteLossError(
-            f"loss is {loss} at step {step}; stopping. The last checkpoint is untouched. Lower "
+            f"loss is {mean} at step {step}; stopping. The last checkpoint is untouched. Lower "
             "train.lr, raise train.warmup_steps, or set train.nonfinite_loss=skip to drop such "
             "updates"
         )
-    if engine.was_step_applied():
-        raise NonFiniteLossError(
-            f"loss is {loss} at step {step} and DeepSpeed applied the update anyway, so the "
-            "weights may no longer be finite; stopping"
-        )
-    if rank == 0:
-        log.warning("step %d: loss is %s; update skipped", step, loss)
-    return 1
+    return mean, skipped
 
 
 def _log_step(metrics: dict, max_steps: int) -> None:
