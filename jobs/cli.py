@@ -4,6 +4,7 @@
     kiln data  [CONFIG] [key=value ...]   only the data side: a new dataset version
     kiln train [CONFIG] [key=value ...]   only training, on a dataset version
     kiln eval  CHECKPOINT                 score an exported checkpoint
+    kiln export CHECKPOINT --out DIR      a Hugging Face Llama-format folder
 
 CONFIG defaults to jobs/configs/demo.yaml, which runs on the sample bundled in the repository.
 """
@@ -26,6 +27,8 @@ EXAMPLES = """examples:
   kiln run --resume                         continue the newest unfinished run
   kiln data data.filter.languages=[en]      only build a dataset version
   kiln eval kiln-out/runs/<run>/train/final score a checkpoint
+  kiln train train.launcher=torchrun       train under torchrun instead of Ray Train
+  kiln export kiln-out/runs/<run>/train/final --out my-model   for transformers
 """
 
 
@@ -115,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="overrides, e.g. eval.max_new_tokens=20"
     )
+
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as a Hugging Face Llama folder",
+        description="Write an exported checkpoint as a Hugging Face Llama-format folder "
+        "(config.json, model.safetensors, tokenizer files) that transformers' "
+        "AutoModelForCausalLM and AutoTokenizer load.",
+    )
+    p.add_argument("checkpoint", help="exported checkpoint folder (<run>/train/final)")
+    p.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="weight type in model.safetensors (default: float32, as trained)",
+    )
     return parser
 
 
@@ -148,12 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     use_private_extensions_dir()  # before Ray starts, so every worker inherits it
 
     from jobs.config import ConfigError, load_job_config
+    from jobs.launch import TrainingFailedError
     from model.checkpoint import CheckpointError
     from pipeline.errors import InputError
 
     try:
         if args.command == "eval":
             return _eval(args)
+        if args.command == "export":
+            from model.hf_export import export_hf
+
+            out = export_hf(args.checkpoint, args.out, dtype=args.dtype)
+            print(f"Llama-format folder written to {os.path.relpath(out)}")
+            return 0
         config_path, overrides = _split_args(args.args)
         cfg = load_job_config(config_path, overrides)
         if args.dry_run:
@@ -176,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, CheckpointError, FileNotFoundError) as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return 2
+    except TrainingFailedError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 1
 
 
 def _eval(args) -> int:

@@ -2,9 +2,9 @@
 
 ``load_job_config(path, ["train.max_steps=50", ...])`` reads the YAML, applies ``key=value``
 overrides (dotted keys; values parsed as YAML, so ``20``, ``0.1``, ``true``, ``[en, de]`` and
-``null`` get their types), resolves relative input paths against the config file's folder, and
-validates the result. Any unknown field or out-of-range value raises :class:`ConfigError`
-naming the dotted field, before any work starts.
+``null`` get their types), resolves relative input and hostfile paths against the config
+file's folder, and validates the result. Any unknown field or out-of-range value raises
+:class:`ConfigError` naming the dotted field, before any work starts.
 """
 
 from __future__ import annotations
@@ -169,4 +169,6 @@ def load_job_config(
     cfg.data.decontam.files = [
         f if os.path.isabs(f) else os.path.normpath(base / f) for f in cfg.data.decontam.files
     ]
+    if cfg.train.hostfile and not os.path.isabs(cfg.train.hostfile):
+        cfg.train.hostfile = os.path.normpath(base / cfg.train.hostfile)
     return cfg

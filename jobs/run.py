@@ -164,9 +164,8 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
 
 
 def _train_step(cfg: JobConfig, paths: RunPaths, version_dir: str, tokenizer_path: str) -> dict:
-    from jobs.launch import launch_ray_train
+    from jobs.launch import launch_deepspeed, launch_ray_train, launch_torchrun
 
-    connect_ray(cfg)
     worker_cfg = {
         "model": cfg.model.resolved(),
         "train": cfg.train.model_dump(),
@@ -178,12 +177,26 @@ def _train_step(cfg: JobConfig, paths: RunPaths, version_dir: str, tokenizer_pat
         "wandb_run_name": f"{paths.name}-train",
         "wandb_dir": str(paths.wandb_dir),
     }
-    summary = launch_ray_train(
-        worker_cfg,
-        num_workers=cfg.train.num_workers,
-        use_gpu=cfg.train.use_gpu,
-        storage_dir=paths.ray_storage,
-    )
+    tc = cfg.train
+    if tc.launcher == "torchrun":
+        summary = launch_torchrun(
+            worker_cfg, num_workers=tc.num_workers, launcher_args=tc.launcher_args
+        )
+    elif tc.launcher == "deepspeed":
+        summary = launch_deepspeed(
+            worker_cfg,
+            num_workers=tc.num_workers,
+            hostfile=tc.hostfile,
+            launcher_args=tc.launcher_args,
+        )
+    else:
+        connect_ray(cfg)
+        summary = launch_ray_train(
+            worker_cfg,
+            num_workers=tc.num_workers,
+            use_gpu=tc.use_gpu,
+            storage_dir=paths.ray_storage,
+        )
     return {**summary, "train_dir": str(paths.train_dir)}
 
 

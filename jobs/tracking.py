@@ -34,6 +34,10 @@ class Tracker:
     def dir(self) -> str | None:
         return self.run.dir if self.run is not None else None
 
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self.run is not None:
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
@@ -62,8 +66,13 @@ def start_run(
     job_type: str,
     directory: str | Path,
     config: dict | None = None,
+    run_id: str | None = None,
 ) -> Tracker:
-    """Start (or resume, by its id) a wandb run; ``settings`` is a WandbConfig as a dict."""
+    """Start (or resume, by its id) a wandb run; ``settings`` is a WandbConfig as a dict.
+
+    The id defaults to one derived from ``name``; a resumed training run passes the id its
+    checkpoint recorded.
+    """
     mode = resolve_mode(settings.get("mode", "auto"))
     if mode == "disabled":
         return Tracker(None)
@@ -75,7 +84,7 @@ def start_run(
         project=settings.get("project", "kiln"),
         entity=settings.get("entity"),
         name=name,
-        id=re.sub(r"[^A-Za-z0-9_-]", "-", name)[:120],  # same name, same run: resumable
+        id=run_id or re.sub(r"[^A-Za-z0-9_-]", "-", name)[:120],  # same name, same run
         resume="allow",
         job_type=job_type,
         dir=str(directory),

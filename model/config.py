@@ -16,15 +16,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# Architecture presets. The ~125M/~350M/~1B sizes follow the GPT-3 paper's table 2.1 widths and
-# depths (Brown et al., 2020) with Llama-style blocks; "1b" uses grouped-query attention with
-# 8 key/value heads as Llama 3.2 1B does. Parameter counts exclude the embedding table.
+# Architecture presets. The ~125M/~350M sizes follow the GPT-3 paper's table 2.1 widths and
+# depths (Brown et al., 2020) with Llama-style blocks; "1b" takes Llama 3.2 1B's shape (16
+# layers, width 2048, 32 query and 8 key/value heads, SwiGLU width 8192). The size names count
+# parameters with a GPT-2-sized vocabulary (~50k) and the embedding table included.
 PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=4, n_head=4, n_kv_head=None, d_model=128, block_size=256),
     "small": dict(n_layer=6, n_head=6, n_kv_head=None, d_model=384, block_size=512),
     "125m": dict(n_layer=12, n_head=12, n_kv_head=None, d_model=768, block_size=2048),
     "350m": dict(n_layer=24, n_head=16, n_kv_head=None, d_model=1024, block_size=2048),
-    "1b": dict(n_layer=16, n_head=32, n_kv_head=8, d_model=2048, block_size=2048),
+    "1b": dict(n_layer=16, n_head=32, n_kv_head=8, d_model=2048, block_size=2048, ffn_hidden=8192),
 }
 
 
@@ -88,11 +89,44 @@ class TrainConfig(_Strict):
     log_every: int = Field(10, ge=1, description="Print and log metrics every N steps.")
     checkpoint_every: int = Field(0, ge=0, description="Save every N steps; 0 = only at the end.")
     keep_checkpoints: int = Field(2, ge=1, description="Keep the last K step checkpoints.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in the backward pass."
+    )
+    offload_optimizer: bool = Field(
+        False, description="Keep optimizer state in CPU memory (ZeRO-Offload); ZeRO 1-3 only."
+    )
+    compile: bool = Field(False, description="torch.compile the model (pays off on GPUs).")
+    nonfinite_loss: Literal["stop", "skip"] = Field(
+        "stop",
+        description="On a NaN/inf loss: 'stop' the run naming the step, or 'skip' the update "
+        "(ZeRO 1-3 only).",
+    )
+    launcher: Literal["ray", "torchrun", "deepspeed"] = Field(
+        "ray", description="Start the workers with Ray Train, torchrun or the deepspeed launcher."
+    )
+    hostfile: str | None = Field(
+        None,
+        description="deepspeed launcher: hostfile ('host slots=N' lines); null = this machine.",
+    )
+    launcher_args: list[str] = Field(
+        default_factory=list,
+        description="Extra arguments for torchrun or deepspeed, e.g. ['--nnodes=2', ...].",
+    )
 
     @model_validator(mode="after")
-    def _check_lr(self) -> TrainConfig:
+    def _check_combinations(self) -> TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.zero_stage == 0 and self.offload_optimizer:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3 (got 0)")
+        if self.zero_stage == 0 and self.nonfinite_loss == "skip":
+            # Within an accumulation, a bad micro-batch's update is dropped by ZeRO's
+            # gradient-norm check (model/train.py: train_step), which stage 0 lacks.
+            raise ValueError("nonfinite_loss 'skip' needs zero_stage 1, 2 or 3 (got 0)")
+        if self.hostfile is not None and self.launcher != "deepspeed":
+            raise ValueError(f"hostfile is read by the deepspeed launcher, not {self.launcher!r}")
+        if self.launcher_args and self.launcher == "ray":
+            raise ValueError("launcher_args are for the torchrun and deepspeed launchers")
         return self
 
 

@@ -1,9 +1,21 @@
 """Training and validation windows from a dataset version's token shards.
 
-Training draws windows of ``block_size + 1`` tokens (inputs and their next-token targets) at
-random offsets. The generator for a micro-batch is seeded by (seed, step, rank, micro-step), so
-the batch that step ``s`` sees on rank ``r`` is a pure function of those numbers: a resumed run
-sees exactly the batches an unbroken run would have seen, and ranks never share a stream.
+Training reads the split as one token stream (the shards in manifest order; every document
+already ends with an end-of-document token, so joining shards joins documents). The stream is
+cut into windows of ``block_size + 1`` tokens that start ``block_size`` apart: window ``w``
+holds tokens ``[w * block_size, (w + 1) * block_size]``, its inputs are the first
+``block_size`` and its targets the last ``block_size``, so each token after the first is a
+target exactly once per epoch and no token is skipped or repeated at a window seam.
+
+Each epoch visits every window once, in an order shuffled by ``(seed, epoch)``. The windows of
+all epochs, in that order, form the global stream; a training step takes the next
+``micro_batch_size * grad_accum_steps * world_size`` windows of it, and each rank reads its own
+disjoint slice of them. The position in the stream is kept as tokens consumed (windows read
+times ``block_size``), which does not depend on how many ranks read it: a run resumed with a
+different number of processes continues at the same token, and with the same global batch
+(for example 2 ranks x 1 micro-batch, or 1 rank x 2 accumulated micro-batches) sees the same
+windows in every step.
+
 Validation walks non-overlapping windows in a fixed order.
 """
 
@@ -21,36 +33,80 @@ __all__ = ["TrainWindows", "validation_windows"]
 
 
 class TrainWindows:
-    """Random windows over a split's shards, weighted by shard size."""
+    """The training split as a seeded, shuffled stream of windows, read by token position."""
 
     def __init__(self, version_dir: str | Path, block_size: int, seed: int, split: str = "train"):
-        self.shards = TokenShards(version_dir, split)
+        shards = TokenShards(version_dir, split)
         self.block_size = block_size
         self.seed = seed
-        arrays = self.shards.shard_tokens()
-        self._arrays = [a for a in arrays if len(a) > block_size + 1]
-        if not self._arrays:
-            longest = max(len(a) for a in arrays)
+        self._arrays = [a for a in shards.shard_tokens() if len(a)]
+        # Where each shard starts in the joined stream; the last entry is the total.
+        self._offsets = np.zeros(len(self._arrays) + 1, dtype=np.int64)
+        np.cumsum([len(a) for a in self._arrays], out=self._offsets[1:])
+        self.num_tokens = int(self._offsets[-1])
+        self.num_windows = (self.num_tokens - 1) // block_size
+        if self.num_windows < 1:
             raise ValueError(
-                f"no {split} shard holds more than block_size + 1 = {block_size + 1} tokens "
-                f"(longest: {longest}); lower model.block_size or add data"
+                f"the {split} split holds {self.num_tokens} tokens, fewer than block_size + 1 = "
+                f"{block_size + 1}; lower model.block_size or add data"
             )
-        sizes = np.array([len(a) - block_size - 1 for a in self._arrays], dtype=np.float64)
-        self._weights = sizes / sizes.sum()
+        self._order_epoch = -1
+        self._order = np.empty(0, dtype=np.int64)
 
     @property
-    def num_tokens(self) -> int:
-        return sum(len(a) for a in self._arrays)
+    def tokens_per_epoch(self) -> int:
+        """Target tokens in one pass over every window."""
+        return self.num_windows * self.block_size
 
-    def batch(self, batch_size: int, *, step: int, rank: int, micro: int = 0):
-        """(inputs, targets), each a (batch_size, block_size) int64 tensor."""
-        rng = np.random.default_rng([self.seed, step, rank, micro])
-        which = rng.choice(len(self._arrays), size=batch_size, p=self._weights)
-        rows = []
-        for shard in which:
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if epoch != self._order_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._order = rng.permutation(self.num_windows)
+            self._order_epoch = epoch
+        return self._order
+
+    def _tokens(self, start: int, end: int) -> np.ndarray:
+        """Tokens ``[start, end)`` of the joined stream, across shard seams."""
+        first = int(np.searchsorted(self._offsets, start, side="right")) - 1
+        pieces = []
+        shard = first
+        while start < end:
+            base = int(self._offsets[shard])
             arr = self._arrays[shard]
-            start = int(rng.integers(0, len(arr) - self.block_size - 1))
-            rows.append(np.asarray(arr[start : start + self.block_size + 1], dtype=np.int64))
+            stop = min(end, base + len(arr))
+            pieces.append(np.asarray(arr[start - base : stop - base], dtype=np.int64))
+            start = stop
+            shard += 1
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def window(self, index: int) -> np.ndarray:
+        """The ``block_size + 1`` tokens of window ``index`` of the global stream."""
+        epoch, i = divmod(index, self.num_windows)
+        w = int(self._epoch_order(epoch)[i])
+        return self._tokens(w * self.block_size, (w + 1) * self.block_size + 1)
+
+    def micro_batch(
+        self,
+        tokens_consumed: int,
+        *,
+        micro_batch_size: int,
+        micro: int,
+        rank: int,
+        world_size: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of one rank's micro-batch, each (micro_batch_size, block_size).
+
+        ``tokens_consumed`` is the stream position at the start of the optimizer step. Within
+        a step, micro-batch ``m`` of rank ``r`` reads windows ``m * world_size + r`` (counted
+        in micro-batches of ``micro_batch_size`` windows) after that position.
+        """
+        if tokens_consumed % self.block_size:
+            raise ValueError(
+                f"tokens_consumed ({tokens_consumed}) is not a multiple of block_size "
+                f"({self.block_size}): it does not mark a window boundary"
+            )
+        first = tokens_consumed // self.block_size + (micro * world_size + rank) * micro_batch_size
+        rows = [self.window(first + i) for i in range(micro_batch_size)]
         window = torch.from_numpy(np.stack(rows))  # (B, block_size + 1)
         return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["GPT", "GPTConfig", "KVCache"]
 
@@ -188,6 +189,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        # Recompute each block's activations in the backward pass instead of keeping them:
+        # memory per block drops to its input, at the cost of one more forward pass.
+        self.activation_checkpointing = False
         cos, sin = rope_tables(config.block_size, config.head_dim, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -214,13 +218,17 @@ class GPT(nn.Module):
 
         The attention term (12 * n_layer * d_model * seq_len: QK^T and attention-weighted V,
         forward and backward) follows the PaLM paper's MFU accounting (Chowdhery et al., 2022,
-        appendix B). N excludes the embedding lookup, which costs no FLOPs; with tied
-        embeddings the output projection is counted through the non-embedding count plus the
-        vocabulary matmul.
+        appendix B). It counts the full attention matrix although a causal mask needs only half
+        of it, as PaLM does, so figures compare with published MFU numbers. N is the parameters
+        that take part in a matmul: every one but the embedding lookup (which costs no FLOPs),
+        with the output projection counted once whether or not it shares the embedding's
+        weights.
         """
         c = self.config
         seq_len = seq_len or c.block_size
-        n_matmul = self.num_params(non_embedding=True) + c.vocab_size * c.d_model
+        n_matmul = self.num_params(non_embedding=True)
+        if c.tie_embeddings:
+            n_matmul += c.vocab_size * c.d_model  # the shared matrix, used as the output layer
         return 6 * n_matmul + 12 * c.n_layer * c.d_model * seq_len
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
@@ -235,7 +243,10 @@ class GPT(nn.Module):
         cos = self.rope_cos[start : start + T]
         sin = self.rope_sin[start : start + T]
         for block in self.blocks:
-            x = block(x, cos, sin, cache)
+            if self.activation_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.norm(x))  # (B, T, V)

@@ -1,17 +1,19 @@
 """The training loop: one GPT trained with DeepSpeed ZeRO, the same code on every worker.
 
-:func:`train` runs inside each worker process once ``torch.distributed`` can be initialised
-(Ray Train sets up the process group; torchrun and the deepspeed launcher set the environment).
-It reads only a dataset version's shards and manifest, and writes into ``out_dir``::
+:func:`train` runs inside each worker process, however it was started: Ray Train sets up the
+process group itself; torchrun and the deepspeed launcher set the environment that
+``deepspeed.init_distributed`` reads (jobs/launch.py starts all three). It reads only a dataset
+version's shards and manifest, and writes into ``out_dir``::
 
-    checkpoints/step_000300/   DeepSpeed checkpoints (model, optimizer, scheduler, step)
-    checkpoints/latest         the tag of the newest one (written by DeepSpeed)
-    final/                     consolidated weights (model.pt), config.json, tokenizer.json
+    checkpoints/step_000300/   DeepSpeed checkpoints plus kiln's state (model/resume.py)
+    checkpoints/latest         the tag of the newest complete one
+    final/                     consolidated fp32 weights (model.pt), config.json, tokenizer.json
     train_log.jsonl            one line of metrics per logged step (rank 0)
     summary.json               first and last loss, steps, throughput (rank 0)
 
-A run started again with the same ``out_dir`` resumes from ``checkpoints/latest``; batches are
-a pure function of the step (model/data.py), so it continues exactly where it stopped.
+A run started again with the same ``out_dir`` resumes from ``checkpoints/latest``: weights,
+optimizer, scheduler, data position (in tokens, model/data.py) and random-number generators,
+so it continues as the unbroken run would have, on the same or a different number of workers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import resource
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -33,12 +35,34 @@ import torch.distributed as dist
 from model.data import TrainWindows
 from model.gpt import GPT, GPTConfig
 from model.mfu import peak_flops_per_second
+from model.resume import (
+    ResumeError,
+    consolidated_state_dict,
+    dataset_fingerprint,
+    enable_universal,
+    latest_state,
+    plan_resume,
+    prepare_universal,
+    restore_rng,
+    save_checkpoint,
+)
 from pipeline.shards import read_manifest
-from pipeline.store import atomic_write_json
+from pipeline.store import atomic_write_json, atomic_write_text, staging_dir
 
-__all__ = ["deepspeed_config", "lr_at", "train"]
+__all__ = [
+    "NonFiniteLossError",
+    "deepspeed_config",
+    "lr_at",
+    "param_groups",
+    "train",
+    "train_step",
+]
 
 log = logging.getLogger("kiln.train")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step."""
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
@@ -49,26 +73,42 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: 
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def deepspeed_config(train_cfg: dict, *, bf16: bool) -> dict:
+def deepspeed_config(
+    train_cfg: dict, *, bf16: bool, on_gpu: bool = False, load_universal: bool = False
+) -> dict:
     """The DeepSpeed config for a TrainConfig (as a dict)."""
+    zero: dict = {"stage": train_cfg["zero_stage"]}
+    if train_cfg.get("offload_optimizer"):
+        # Pinned host memory speeds up the copies to and from a GPU; on CPUs there is none.
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
     cfg = {
         "train_micro_batch_size_per_gpu": train_cfg["micro_batch_size"],
         "gradient_accumulation_steps": train_cfg["grad_accum_steps"],
-        "zero_optimization": {"stage": train_cfg["zero_stage"]},
-        "bf16": {"enabled": bf16},
+        "zero_optimization": zero,
+        # With "skip", ZeRO drops an update whose gradient norm is not finite; DeepSpeed checks
+        # that for bf16 only when asked (fp32 ZeRO 1-3 always checks).
+        "bf16": {
+            "enabled": bf16,
+            "check_grad_overflow": train_cfg.get("nonfinite_loss") == "skip",
+        },
         # kiln passes torch's AdamW, which ZeRO shards like its own optimizers; DeepSpeed asks
         # for this flag with any optimizer it did not build itself.
         "zero_allow_untested_optimizer": True,
+        # On CPU workers the optimizer state already lives in CPU memory, so an offloaded
+        # torch AdamW is fine there; GPU workers get DeepSpeedCPUAdam (see _build_optimizer).
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,  # kiln prints its own step line
         "wall_clock_breakdown": False,
     }
     if train_cfg["grad_clip"] > 0:
         cfg["gradient_clipping"] = train_cfg["grad_clip"]
+    if load_universal:
+        cfg["checkpoint"] = {"load_universal": True}
     return cfg
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    # Decay matrices (linear and embedding weights), not gains or biases.
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices (linear and embedding weights), not gains or biases."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -77,6 +117,18 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _build_optimizer(model: GPT, tc: dict, device: torch.device) -> torch.optim.Optimizer:
+    groups = param_groups(model, tc["weight_decay"])
+    betas = (tc["beta1"], tc["beta2"])
+    if tc["offload_optimizer"] and device.type == "cuda":
+        # ZeRO-Offload steps the optimizer on the host; DeepSpeed's vectorised CPU Adam is
+        # several times faster there than torch's (Ren et al., 2021, "ZeRO-Offload").
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=tc["lr"], betas=betas, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=tc["lr"], betas=betas, fused=device.type == "cuda")
 
 
 def _memory_gib(device: torch.device) -> float:
@@ -95,12 +147,25 @@ def _setup_logging() -> None:
         log.propagate = False
 
 
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop lines a killed run logged after its last checkpoint; the resumed run redoes them."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= last_step
+    ]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
 def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
     """Train on one worker; returns the run summary (on every rank).
 
     ``cfg`` holds ``model`` (GPTConfig fields without vocab_size), ``train`` (TrainConfig
-    fields), ``dataset_dir``, ``tokenizer_path`` and ``out_dir``. ``on_log`` receives each
-    logged step's metrics on rank 0 (the job sends them to wandb).
+    fields), ``dataset_dir``, ``tokenizer_path`` and ``out_dir``; optionally ``run`` (its name),
+    ``wandb_run_id`` (kept in checkpoints so a resume logs to the same wandb run) and
+    ``export_final`` (default true). ``on_log`` receives each logged step's metrics on rank 0.
     """
     import deepspeed
 
@@ -112,6 +177,8 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
     tc = cfg["train"]
     out_dir = Path(cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    log_path = out_dir / "train_log.jsonl"
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and tc["use_gpu"] else "gloo"
         deepspeed.init_distributed(dist_backend=backend)
@@ -130,14 +197,22 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
 
     manifest = read_manifest(cfg["dataset_dir"])
     gpt_config = GPTConfig(vocab_size=manifest["tokenizer"]["vocab_size"], **cfg["model"])
+    block = gpt_config.block_size
+    windows = TrainWindows(cfg["dataset_dir"], block, tc["seed"])
+    data_identity = {
+        "block_size": block,
+        "seed": tc["seed"],
+        "dataset": dataset_fingerprint(cfg["dataset_dir"]),
+    }
+    plan = plan_resume(out_dir, world_size=world, zero_stage=tc["zero_stage"], expect=data_identity)
+    if plan is not None and plan.universal:
+        prepare_universal(ckpt_dir, plan, rank)
+
     torch.manual_seed(tc["seed"])  # identical init on every rank
     model = GPT(gpt_config).to(device)
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, tc["weight_decay"]),
-        lr=tc["lr"],
-        betas=(tc["beta1"], tc["beta2"]),
-        fused=device.type == "cuda",
-    )
+    model.activation_checkpointing = tc["activation_checkpointing"]
+    enable_universal(model)
+    optimizer = _build_optimizer(model, tc, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: (
@@ -155,29 +230,46 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
         model=model,
         optimizer=optimizer,
         lr_scheduler=schedule,
-        config=deepspeed_config(tc, bf16=bf16),
+        config=deepspeed_config(
+            tc,
+            bf16=bf16,
+            on_gpu=device.type == "cuda",
+            load_universal=plan is not None and plan.universal,
+        ),
     )
+    if tc["compile"]:
+        engine.compile()  # compiles the wrapped module in place; checkpoint keys stay the same
 
-    windows = TrainWindows(cfg["dataset_dir"], gpt_config.block_size, tc["seed"])
-    block = gpt_config.block_size
+    start_step, tokens_consumed = 0, 0
+    wandb_run_id = cfg.get("wandb_run_id")
+    if plan is not None:
+        wandb_run_id = wandb_run_id or plan.state.get("wandb_run_id")
+        path, _ = engine.load_checkpoint(str(ckpt_dir), tag=plan.load_tag)
+        if path is None:
+            raise ResumeError(f"DeepSpeed could not load checkpoint {ckpt_dir / plan.load_tag}")
+        start_step, tokens_consumed = plan.state["step"], plan.state["tokens_consumed"]
+        restore_rng(ckpt_dir, plan, rank, seed=tc["seed"])
+        if rank == 0:
+            _truncate_log(log_path, start_step)
+            log.info(
+                "resumed from %s at step %d (%d tokens consumed; saved on %d process(es), "
+                "now %d%s)",
+                plan.tag,
+                start_step,
+                tokens_consumed,
+                plan.state["world_size"],
+                world,
+                ", through a universal checkpoint" if plan.universal else "",
+            )
+
     tokens_per_step = tc["micro_batch_size"] * tc["grad_accum_steps"] * world * block
     flops_per_token = model.flops_per_token(block)
     peak = peak_flops_per_second(device, bf16=bf16)
-
-    ckpt_dir = out_dir / "checkpoints"
-    start_step = 0
-    if (ckpt_dir / "latest").exists():
-        path, client_state = engine.load_checkpoint(str(ckpt_dir))
-        if path is None:
-            raise RuntimeError(f"could not load the checkpoint named by {ckpt_dir / 'latest'}")
-        start_step = int(client_state["step"])
-        if rank == 0:
-            log.info("resumed from %s at step %d", path, start_step)
-
     if rank == 0:
         log.info(
             "model: %.2fM parameters (%.2fM without embeddings), %.3g FLOPs/token | "
-            "ZeRO-%d on %d %s worker(s), %s | %d tokens/step, %d train tokens (%.1f steps/epoch)",
+            "ZeRO-%d on %d %s worker(s), %s%s | %d tokens/step, %d train tokens "
+            "(%.1f steps/epoch)",
             model.num_params() / 1e6,
             model.num_params(non_embedding=True) / 1e6,
             flops_per_token,
@@ -185,35 +277,48 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
             world,
             device.type,
             "bf16" if bf16 else "fp32",
+            ", optimizer offloaded to CPU" if tc["offload_optimizer"] else "",
             tokens_per_step,
-            windows.num_tokens,
-            windows.num_tokens / tokens_per_step,
+            windows.tokens_per_epoch,
+            windows.tokens_per_epoch / tokens_per_step,
         )
 
-    log_path = out_dir / "train_log.jsonl"
     first_loss = None
     last_metrics: dict = {}
-    t_last, steps_since = time.time(), 0
+    skipped = 0
+    busy_s, steps_since = 0.0, 0  # time spent in steps since the last log line
     engine.train()
     for step in range(start_step, tc["max_steps"]):
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(tc["grad_accum_steps"]):
-            x, y = windows.batch(tc["micro_batch_size"], step=step, rank=rank, micro=micro)
-            _, loss = engine(x.to(device), y.to(device))
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.detach().float()
+        t0 = time.perf_counter()
+        micro_batches = (
+            windows.micro_batch(
+                tokens_consumed,
+                micro_batch_size=tc["micro_batch_size"],
+                micro=micro,
+                rank=rank,
+                world_size=world,
+            )
+            for micro in range(tc["grad_accum_steps"])
+        )
+        mean_loss, was_skipped = train_step(
+            engine,
+            micro_batches,
+            grad_accum_steps=tc["grad_accum_steps"],
+            nonfinite_loss=tc["nonfinite_loss"],
+            step=step + 1,
+            device=device,
+        )
+        tokens_consumed += tokens_per_step
+        busy_s += time.perf_counter() - t0  # train_step's .item() waited for the step to end
         steps_since += 1
-        step_loss = loss_sum / tc["grad_accum_steps"]
-        if not torch.isfinite(step_loss):
-            raise FloatingPointError(f"loss is {step_loss.item()} at step {step + 1}; stopping")
-
         done = step + 1
+        if was_skipped:
+            skipped += 1
+            if rank == 0:
+                log.warning("step %d: loss is %s; update skipped", done, mean_loss)
+
         if done % tc["log_every"] == 0 or done == tc["max_steps"] or done == start_step + 1:
-            dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
-            mean_loss = step_loss.item() / world
-            elapsed = time.time() - t_last
-            tokens_per_s = tokens_per_step * steps_since / max(elapsed, 1e-9)
+            tokens_per_s = tokens_per_step * steps_since / max(busy_s, 1e-9)
             grad_norm = engine.get_global_grad_norm()
             metrics = {
                 "step": done,
@@ -223,37 +328,36 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
                 "tokens_per_s": tokens_per_s,
                 "mfu": (flops_per_token * tokens_per_s / (peak * world)) if peak else None,
                 "memory_gib": _memory_gib(device),
-                "s_per_step": elapsed / steps_since,
-                "tokens_seen": done * tokens_per_step,
+                "s_per_step": busy_s / steps_since,
+                "tokens_seen": tokens_consumed,
+                "skipped_steps": skipped,
             }
             if first_loss is None:
                 first_loss = mean_loss
             last_metrics = metrics
             if rank == 0:
-                log.info(
-                    "step %5d/%d | loss %.4f | lr %.2e | grad norm %s | %.0f tok/s | MFU %s | "
-                    "mem %.2f GiB | %.3f s/step",
-                    done,
-                    tc["max_steps"],
-                    mean_loss,
-                    metrics["lr"],
-                    f"{metrics['grad_norm']:.3f}" if metrics["grad_norm"] is not None else "n/a",
-                    tokens_per_s,
-                    f"{metrics['mfu']:.1%}" if metrics["mfu"] is not None else "n/a (CPU)",
-                    metrics["memory_gib"],
-                    metrics["s_per_step"],
-                )
+                _log_step(metrics, tc["max_steps"])
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(metrics) + "\n")
                 if on_log is not None:
                     on_log(metrics)
-            t_last, steps_since = time.time(), 0
+            busy_s, steps_since = 0.0, 0
 
         every = tc["checkpoint_every"]
         if (every and done % every == 0) or done == tc["max_steps"]:
-            _save_checkpoint(engine, ckpt_dir, done, tc["keep_checkpoints"], rank)
+            state = {
+                "step": done,
+                "tokens_consumed": tokens_consumed,
+                "world_size": world,
+                "zero_stage": tc["zero_stage"],
+                "wandb_run_id": wandb_run_id,
+                "dataset_dir": str(cfg["dataset_dir"]),
+                **data_identity,
+            }
+            save_checkpoint(engine, ckpt_dir, state, keep=tc["keep_checkpoints"], rank=rank)
 
-    _export_final(engine, model, gpt_config, cfg, out_dir, rank)
+    if cfg.get("export_final", True):
+        _export_final(ckpt_dir, gpt_config, cfg, out_dir, rank)
     summary = {
         "first_logged_loss": first_loss,
         "final_loss": last_metrics.get("loss"),
@@ -261,6 +365,8 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
         "resumed_from_step": start_step,
         "world_size": world,
         "tokens_per_step": tokens_per_step,
+        "tokens_consumed": tokens_consumed,
+        "skipped_steps": skipped,
         "last_metrics": last_metrics,
         "final_dir": str(out_dir / "final"),
     }
@@ -270,42 +376,100 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
     return summary
 
 
-def _save_checkpoint(engine, ckpt_dir: Path, step: int, keep: int, rank: int) -> None:
-    # Every rank writes its own shard of the ZeRO state; DeepSpeed then updates `latest`.
-    engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:06d}", client_state={"step": step})
-    dist.barrier()
-    if rank == 0:
-        tags = sorted(
-            p.name for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step_")
-        )
-        for old in tags[:-keep]:
-            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+def _nonfinite_on_any_rank(loss: torch.Tensor) -> bool:
+    bad = (~torch.isfinite(loss.detach())).float()
+    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad.item())
 
 
-def _export_final(engine, model: GPT, gpt_config: GPTConfig, cfg: dict, out_dir: Path, rank: int):
-    """Consolidated fp32 weights that evaluation and export load without DeepSpeed."""
-    if cfg["train"]["zero_stage"] == 3:
-        # Parameters are partitioned across ranks; every rank must take part in gathering.
-        state = engine._zero3_consolidated_16bit_state_dict()
-    else:
-        state = engine.module.state_dict() if rank == 0 else None
-    if rank == 0:
-        final = out_dir / "final"
-        final.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().float().cpu() for k, v in state.items()}
-        tmp = final / ".model.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, final / "model.pt")
-        atomic_write_json(final / "config.json", gpt_config.to_dict())
-        shutil.copyfile(cfg["tokenizer_path"], final / "tokenizer.json")
-        atomic_write_json(
-            final / "meta.json",
-            {
-                "dataset_dir": str(cfg["dataset_dir"]),
-                "dataset_version": read_manifest(cfg["dataset_dir"])["version"],
-                "steps": cfg["train"]["max_steps"],
-                "run": cfg.get("run"),
-                "train_config": cfg["train"],
-            },
+def train_step(
+    engine,
+    micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    grad_accum_steps: int,
+    nonfinite_loss: str,
+    step: int,
+    device: torch.device,
+) -> tuple[float, bool]:
+    """One optimizer step over this rank's micro-batches; returns (loss, skipped).
+
+    The loss is the mean over every rank's micro-batches. It is summed across ranks every step,
+    so all ranks see the same value and take the same decision on a non-finite one (a rank that
+    stopped alone would leave the others waiting in a collective).
+
+    With ``nonfinite_loss="skip"`` each micro-batch's loss is checked on every rank before its
+    backward pass. A non-finite one never reaches the optimizer: without accumulation the step
+    makes neither backward pass nor update, and the learning-rate schedule does not advance;
+    within an accumulation the micro-batch contributes a zero gradient (DeepSpeed counts
+    micro-steps to find the end of a step, so it must still take its turn), and if even that
+    is not finite, ZeRO's gradient-norm check drops the whole update. ``"stop"`` raises
+    :class:`NonFiniteLossError` naming the step; the last checkpoint stays as it was.
+    """
+    loss_sum = torch.zeros((), device=device)
+    skipped = False
+    for x, y in micro_batches:
+        logits, loss = engine(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        loss_sum += loss.detach().float()
+        if nonfinite_loss == "skip" and _nonfinite_on_any_rank(loss):
+            skipped = True
+            if grad_accum_steps == 1:
+                break
+            loss = logits.float().nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
+        engine.backward(loss)
+        engine.step()
+    dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
+    mean = loss_sum.item() / (dist.get_world_size() * grad_accum_steps)
+    if not math.isfinite(mean) and nonfinite_loss == "stop":
+        raise NonFiniteLossError(
+            f"loss is {mean} at step {step}; stopping. The last checkpoint is untouched. Lower "
+            "train.lr, raise train.warmup_steps, or set train.nonfinite_loss=skip to drop such "
+            "updates"
         )
+    return mean, skipped
+
+
+def _log_step(metrics: dict, max_steps: int) -> None:
+    """The fixed-format line a person reads: one per logged step, from rank 0."""
+    grad_norm = metrics["grad_norm"]
+    log.info(
+        "step %5d/%d | loss %.4f | lr %.2e | grad norm %s | %.0f tok/s | MFU %s | "
+        "mem %.2f GiB | %.3f s/step",
+        metrics["step"],
+        max_steps,
+        metrics["loss"],
+        metrics["lr"],
+        f"{grad_norm:.3f}" if grad_norm is not None else "n/a",
+        metrics["tokens_per_s"],
+        f"{metrics['mfu']:.1%}" if metrics["mfu"] is not None else "n/a (no peak known)",
+        metrics["memory_gib"],
+        metrics["s_per_step"],
+    )
+
+
+def _export_final(ckpt_dir: Path, gpt_config: GPTConfig, cfg: dict, out_dir: Path, rank: int):
+    """Consolidated fp32 weights that evaluation and export load without DeepSpeed.
+
+    They are read back from the last checkpoint, whose optimizer holds the fp32 master
+    weights even when the model trained in bf16; rank 0 does it alone, with no collective.
+    """
+    if rank == 0:
+        state = latest_state(out_dir)
+        if state is None:
+            raise ResumeError(f"no checkpoint under {ckpt_dir} to export")
+        weights = consolidated_state_dict(ckpt_dir, state["tag"], state["zero_stage"])
+        with staging_dir(out_dir / "final") as final:
+            torch.save(weights, final / "model.pt")
+            atomic_write_json(final / "config.json", gpt_config.to_dict())
+            shutil.copyfile(cfg["tokenizer_path"], final / "tokenizer.json")
+            atomic_write_json(
+                final / "meta.json",
+                {
+                    "dataset_dir": str(cfg["dataset_dir"]),
+                    "dataset_version": read_manifest(cfg["dataset_dir"])["version"],
+                    "steps": state["step"],
+                    "tokens_consumed": state["tokens_consumed"],
+                    "run": cfg.get("run"),
+                    "train_config": cfg["train"],
+                },
+            )
     dist.barrier()

@@ -88,3 +88,28 @@ def test_top_k_and_top_p_restrict_the_choice():
     picks = {int(sample_next(logits, temperature=1.0, top_p=0.5, generator=g)) for _ in range(50)}
     assert picks == {0}
     assert int(sample_next(logits)) == 0  # temperature 0 is greedy
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    model = tiny(n_kv_head=2).train()
+    idx = torch.randint(0, 97, (2, 24))
+    targets = torch.randint(0, 97, (2, 24))
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = recompute
+        _, loss = model(idx, targets)
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_flops_per_token_counts_the_output_layer_once_tied_or_not():
+    tied, untied = tiny(), tiny(tie_embeddings=False)
+    c = tied.config
+    attention = 12 * c.n_layer * c.d_model * 64
+    body = tied.num_params(non_embedding=True)
+    assert tied.flops_per_token(64) == 6 * (body + c.vocab_size * c.d_model) + attention
+    assert untied.flops_per_token(64) == tied.flops_per_token(64)
