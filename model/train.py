@@ -283,7 +283,7 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
             windows.tokens_per_epoch / tokens_per_step,
         )
 
-    first_loss = None
+    first_loss = _first_logged_loss(log_path, start_step) if rank == 0 else None
     last_metrics: dict = {}
     skipped = 0
     busy_s, steps_since = 0.0, 0  # time spent in steps since the last log line
@@ -374,6 +374,18 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
         atomic_write_json(out_dir / "summary.json", summary)
     dist.barrier()
     return summary
+
+
+def _first_logged_loss(log_path: Path, start_step: int) -> float | None:
+    """The run's first logged loss, so a resumed run's summary starts where the run started,
+    not where the resumed segment did. A fresh run in a reused folder starts a fresh log."""
+    _truncate_log(log_path, start_step)  # a no-op when resuming: done above
+    if not log_path.exists():
+        return None
+    for line in log_path.read_text().splitlines():
+        if line.strip():
+            return json.loads(line)["loss"]
+    return None
 
 
 def _nonfinite_on_any_rank(loss: torch.Tensor) -> bool:

@@ -84,9 +84,17 @@ class InputFile:
     content: str = "text"
     split: str = "train"
     hf_config: str | None = None
+    # Where the input sits, said without where the repository or data lives: the URL, or the
+    # path below the configured folder (with its name), or the file name. Document ids and
+    # URLs of files are made from it, so the same sample gives the same ids in any clone.
+    name: str = ""
 
     def to_row(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
 
 
 def is_url(path: str) -> bool:
@@ -142,7 +150,7 @@ def _expand_paths_list(listing: str, base: str | None, options: dict) -> list[In
             target = base.rstrip("/") + "/" + line.lstrip("/")
         else:
             target = os.path.join(base, line)
-        out.append(InputFile(target, "warc", **options))
+        out.append(InputFile(target, "warc", name=line if is_url(line) else target, **options))
     if not out:
         raise FileNotFoundError(f"path list {listing!r} names no archive")
     return out
@@ -165,7 +173,7 @@ def discover_inputs(specs: Iterable[Any]) -> list[InputFile]:
         pattern, kind, options = _spec_fields(spec)
         base = options.pop("base", None)
         if kind == "hf" and not os.path.exists(pattern):
-            add(InputFile(pattern, "hf", **options))  # a hub name
+            add(InputFile(pattern, "hf", name=pattern, **options))  # a hub name
             continue
         if is_url(pattern):
             file_kind = sniff_kind(pattern) if kind == "auto" else kind
@@ -175,21 +183,23 @@ def discover_inputs(specs: Iterable[Any]) -> list[InputFile]:
                 for item in _expand_paths_list(pattern, base, options):
                     add(item)
             else:
-                add(InputFile(pattern, file_kind, **options))
+                add(InputFile(pattern, file_kind, name=pattern, **options))
             continue
         matches = sorted(glob.glob(pattern, recursive=True))
         if not matches:
             raise FileNotFoundError(f"input {pattern!r} matches no file or folder")
         for match in matches:
             if kind == "hf":
-                add(InputFile(match, "hf", **options))
+                add(InputFile(match, "hf", name=Path(match).name, **options))
                 continue
+            folder = Path(match).parent if os.path.isfile(match) else Path(match).resolve().parent
             paths = (
                 sorted(str(p) for p in Path(match).rglob("*") if p.is_file())
                 if os.path.isdir(match)
                 else [match]
             )
             for path in paths:
+                name = os.path.relpath(Path(path).resolve(), folder.resolve())
                 file_kind = sniff_kind(path) if kind == "auto" else kind
                 if file_kind is None or Path(path).name.startswith("."):
                     continue  # README files and the like inside an input folder
@@ -197,7 +207,7 @@ def discover_inputs(specs: Iterable[Any]) -> list[InputFile]:
                     for item in _expand_paths_list(path, base, options):
                         add(item)
                 else:
-                    add(InputFile(path, file_kind, **options))
+                    add(InputFile(path, file_kind, name=name, **options))
     return sorted(found.values(), key=lambda f: (f.path, f.kind))
 
 
@@ -226,7 +236,7 @@ def read_html(item: InputFile, stats: Counter) -> Iterator[Document]:
         "charset": decoded.encoding,
         "charset_source": decoded.method,
     }
-    doc = make_document("web", item.path, raw=data, meta=meta)  # id from the bytes as stored
+    doc = make_document("web", item.label, raw=data, meta=meta)  # id from the bytes as stored
     doc["raw"] = utf8
     yield doc
 
@@ -234,12 +244,12 @@ def read_html(item: InputFile, stats: Counter) -> Iterator[Document]:
 def read_book(item: InputFile, stats: Counter) -> Iterator[Document]:
     decoded = decode_text(_read_bytes(item.path))
     meta = {"file": item.path, "charset": decoded.encoding, "charset_source": decoded.method}
-    yield make_document("book", item.path, text=decoded.text, meta=meta)
+    yield make_document("book", item.label, text=decoded.text, meta=meta)
 
 
 def read_archive(item: InputFile, stats: Counter) -> Iterator[Document]:
     with open_input(item.path) as fh:
-        yield from read_warc(item.path, fh, stats, seekable=not is_url(item.path))
+        yield from read_warc(item.path, fh, stats, seekable=not is_url(item.path), label=item.label)
 
 
 READERS = {
@@ -266,7 +276,7 @@ def iter_file(item: InputFile, stats: Counter) -> Iterator[Document]:
         log.warning("cannot read %s: %s", item.path, exc)
         stats["errors"] += 1
         stats["documents"] += 1
-        yield error_row(item.kind, item.path, f"read_error:{type(exc).__name__}")
+        yield error_row(item.kind, item.label, f"read_error:{type(exc).__name__}")
 
 
 def read_file(item: InputFile, stats: Counter | None = None) -> list[Document]:

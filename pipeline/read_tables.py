@@ -95,7 +95,7 @@ def read_jsonl(item: InputFile, stats: Counter) -> Iterator[Document]:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            where = f"{item.path}#{n}"
+            where = f"{item.label}#{n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -119,7 +119,7 @@ def read_parquet(item: InputFile, stats: Counter) -> Iterator[Document]:
             for row in batch.to_pylist():
                 n += 1
                 stats["rows"] += 1
-                yield row_document(row, item, f"{item.path}#{n}", "parquet")
+                yield row_document(row, item, f"{item.label}#{n}", "parquet")
 
 
 def _load_hf(item: InputFile):
@@ -146,4 +146,4 @@ def _load_hf(item: InputFile):
 def read_hf(item: InputFile, stats: Counter) -> Iterator[Document]:
     for n, row in enumerate(_load_hf(item), start=1):
         stats["rows"] += 1
-        yield row_document(row, item, f"{item.path}#{n}", "hf")
+        yield row_document(row, item, f"{item.label}#{n}", "hf")

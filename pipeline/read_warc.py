@@ -196,9 +196,13 @@ def _next_record_start(mm: mmap.mmap, after: int, gzipped: bool) -> int | None:
         pos += 1
 
 
-def read_warc(path: str, fh: BinaryIO, stats: Counter, *, seekable: bool) -> Iterator[Document]:
+def read_warc(
+    path: str, fh: BinaryIO, stats: Counter, *, seekable: bool, label: str | None = None
+) -> Iterator[Document]:
     """Documents of one archive opened as ``fh``; ``stats`` gets a count per record type,
-    revisits, errors and resyncs. Corrupt regions are skipped only when ``fh`` can seek."""
+    revisits, errors and resyncs. Corrupt regions are skipped only when ``fh`` can seek.
+    ``label`` names the archive in error rows (default: ``path``)."""
+    label = label or path
     from warcio.archiveiterator import ArchiveIterator
 
     mm = None
@@ -237,7 +241,7 @@ def read_warc(path: str, fh: BinaryIO, stats: Counter, *, seekable: bool) -> Ite
                     except TruncatedRecord as exc:
                         stats["errors"] += 1
                         log.info("%s: truncated record %s: %s", path, url, exc)
-                        yield error_row("warc", url or path, "read_error:truncated", meta)
+                        yield error_row("warc", url or label, "read_error:truncated", meta)
                 return
             except Exception as exc:  # warcio raises several types on damaged archives
                 where = records.offset
@@ -246,7 +250,7 @@ def read_warc(path: str, fh: BinaryIO, stats: Counter, *, seekable: bool) -> Ite
                     log.warning("%s: corrupt record at byte %d: %s", path, where, exc)
                     yield error_row(
                         "warc",
-                        f"{path}#offset={where}",
+                        f"{label}#offset={where}",
                         f"read_error:{type(exc).__name__}",
                         {"offset": where},
                     )

@@ -42,7 +42,7 @@ def test_overrides_are_typed():
         ("train.max_stepz=5", "train.max_stepz: unknown field"),
         ("train.zero_stage=4", "train.zero_stage: Input should be less than or equal to 3"),
         ("data.filter.min_language_score=2", "data.filter.min_language_score"),
-        ("data.dedup.bands=10", "bands x rows"),
+        ("data.dedup.bands=15", "bands x rows"),
         ("model.n_head=5", "divisible by n_head"),
         ("train.min_lr=1", "min_lr"),
         ("wandb.mode=sometimes", "wandb.mode"),
@@ -124,6 +124,8 @@ def test_data_needs_inputs_or_a_crawl(tmp_path):
     path.write_text("data: {dataset_name: x}\n")
     with pytest.raises(ConfigError, match="inputs, a crawl, or both"):
         load_job_config(path)
+
+
 def test_decontamination_defaults_to_the_eval_prompts_and_files_resolve(tmp_path):
     cfg = load_job_config()
     assert cfg.data.decontam.texts == cfg.eval.prompts

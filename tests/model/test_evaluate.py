@@ -6,7 +6,6 @@ import torch
 
 from model.evaluate import cloze_items, cloze_score
 from model.gpt import GPT, GPTConfig
-from tests.model.test_data import version  # noqa: F401 - the shard fixture
 
 
 def test_cloze_items_are_sentence_final_words_of_the_val_text(version):  # noqa: F811

@@ -346,3 +346,25 @@ def test_read_batch_streams_tables_and_counts(monkeypatch):
     stats.report("a", "warc", {"revisits": 2, "files": 1})  # a retried task reports again
     stats.report("b", "warc", {"revisits": 1, "files": 1})
     assert stats.totals() == {"warc": {"files": 2, "revisits": 3}}
+
+
+def test_document_ids_do_not_depend_on_where_the_sample_lives(tmp_path):
+    """The same files read from two clones give the same ids and URLs (no absolute paths)."""
+    import shutil
+
+    seen = []
+    for clone in ("a/deep/clone", "b"):
+        root = tmp_path / clone / "sample"
+        shutil.copytree(SAMPLE / "web", root / "web")
+        shutil.copytree(SAMPLE / "books", root / "books")
+        docs = [
+            d
+            for item in discover_inputs(
+                [(str(root / "web"), "html"), (str(root / "books"), "book")]
+            )
+            for d in read_file(item)
+        ]
+        assert docs and all(str(tmp_path) not in d["url"] for d in docs)
+        seen.append(sorted((d["id"], d["url"]) for d in docs))
+    assert seen[0] == seen[1]
+    assert any(url.startswith("web/") for _, url in seen[0])
