@@ -88,16 +88,16 @@ def bench_signatures(texts: list[str]) -> None:
 
 
 def _tree_rss() -> int:
-    """Summed RSS of this process and every Ray process of the session, in bytes."""
+    """Summed RSS of this process and its descendants (the Ray session it started: GCS,
+    raylet, workers), in bytes."""
     import psutil
 
-    total = 0
-    for proc in psutil.process_iter(["cmdline", "memory_info"]):
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for proc in me.children(recursive=True):
         try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if proc.pid == os.getpid() or "ray::" in cmd or "/ray/" in cmd or "raylet" in cmd:
-                total += proc.info["memory_info"].rss
-        except (TypeError, psutil.Error):
+            total += proc.memory_info().rss
+        except psutil.Error:
             continue
     return total
 
@@ -109,9 +109,8 @@ def run_stage(parquet: str) -> dict:
     import ray
 
     from pipeline.dedup import run_dedup
-    from pipeline.records import is_kept
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ds = ray.data.read_parquet(parquet)
     n_docs = ds.count()
     baseline_tree = _tree_rss()
@@ -128,7 +127,7 @@ def run_stage(parquet: str) -> dict:
     t0 = time.perf_counter()
     result = run_dedup(ds, num_perm=NUM_PERM, bands=14, rows=8, shingle_size=5, concurrency=2)
     kept = sum(
-        int(is_kept(b).sum())
+        b["drop_reason"].null_count
         for b in result.documents.iter_batches(batch_format="pyarrow", batch_size=None)
     )
     seconds = time.perf_counter() - t0
@@ -163,8 +162,9 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
                 [sys.executable, __file__, "--child", path],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if out.returncode != 0:
+                sys.exit(f"dedup child failed:\n{out.stderr[-4000:]}")
             results[scale] = json.loads(out.stdout.strip().splitlines()[-1])
 
     mb = 1 << 20

@@ -140,7 +140,19 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
             ]
         }
         | {f"counters/{k}": v for k, v in result.stats.get("counters", {}).items()}
+        | {
+            f"dedup/{k}": v
+            for k, v in result.stats.get("dedup", {}).items()
+            if isinstance(v, (int, float))
+        }
     )
+    dedup_sizes = result.stats.get("dedup", {}).get("cluster_sizes", {})
+    if dedup_sizes:
+        tracker.table(
+            "dedup_clusters",
+            ["cluster_size", "clusters"],
+            [[int(size), n] for size, n in dedup_sizes.items()],
+        )
     tracker.table(
         "rejects_sample",
         ["stage", "reason", "source", "url", "title", "text"],

@@ -84,6 +84,112 @@ class ExtractConfig(StrictModel):
     )
 
 
+# The 97 languages of the model that ships with langid.py 1.1.6 (Lui & Baldwin, 2012), listed
+# here so a config can be checked without loading the model (about 2 s);
+# tests/pipeline/test_filters.py checks the list against the model.
+LANGID_LANGUAGES = frozenset(
+    [
+        "af",
+        "am",
+        "an",
+        "ar",
+        "as",
+        "az",
+        "be",
+        "bg",
+        "bn",
+        "br",
+        "bs",
+        "ca",
+        "cs",
+        "cy",
+        "da",
+        "de",
+        "dz",
+        "el",
+        "en",
+        "eo",
+        "es",
+        "et",
+        "eu",
+        "fa",
+        "fi",
+        "fo",
+        "fr",
+        "ga",
+        "gl",
+        "gu",
+        "he",
+        "hi",
+        "hr",
+        "ht",
+        "hu",
+        "hy",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "jv",
+        "ka",
+        "kk",
+        "km",
+        "kn",
+        "ko",
+        "ku",
+        "ky",
+        "la",
+        "lb",
+        "lo",
+        "lt",
+        "lv",
+        "mg",
+        "mk",
+        "ml",
+        "mn",
+        "mr",
+        "ms",
+        "mt",
+        "nb",
+        "ne",
+        "nl",
+        "nn",
+        "no",
+        "oc",
+        "or",
+        "pa",
+        "pl",
+        "ps",
+        "pt",
+        "qu",
+        "ro",
+        "ru",
+        "rw",
+        "se",
+        "si",
+        "sk",
+        "sl",
+        "sq",
+        "sr",
+        "sv",
+        "sw",
+        "ta",
+        "te",
+        "th",
+        "tl",
+        "tr",
+        "ug",
+        "uk",
+        "ur",
+        "vi",
+        "vo",
+        "wa",
+        "xh",
+        "zh",
+        "zu",
+    ]
+)
+
+
 class FilterConfig(StrictModel):
     min_words: int = Field(50, ge=0, description="Drop documents with fewer words (too_short).")
     max_words: int | None = Field(
@@ -96,6 +202,17 @@ class FilterConfig(StrictModel):
     min_language_score: float = Field(
         0.5, ge=0.0, le=1.0, description="Drop documents whose language probability is lower."
     )
+
+    @model_validator(mode="after")
+    def _check_languages(self) -> FilterConfig:
+        unknown = sorted(set(self.languages or ()) - LANGID_LANGUAGES)
+        if unknown:
+            raise ValueError(
+                f"languages {unknown} are not among the 97 that langid.py identifies (ISO 639-1 "
+                "codes such as en, de, fr, zh); a document never gets one of these, so none would "
+                "be kept"
+            )
+        return self
 
 
 class GopherRepetitionConfig(StrictModel):

@@ -50,3 +50,16 @@ def test_low_score_is_its_own_reason():
     f = LanguageFilter(languages=None, min_score=0.99)
     [doc] = f.process_batch([make_document("web", "x", text="ok 123 !! ?? xyz")])
     assert doc["drop_reason"] == "low_language_score"
+
+
+def test_configured_languages_are_checked_against_the_model():
+    import pytest
+    from langid.langid import LanguageIdentifier, model
+
+    from pipeline.config import LANGID_LANGUAGES, FilterConfig
+
+    identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    assert set(identifier.nb_classes) == LANGID_LANGUAGES
+    assert FilterConfig(languages=["en", "de"]).languages == ["en", "de"]
+    with pytest.raises(ValueError, match=r"\['eng', 'english'\]"):
+        FilterConfig(languages=["en", "eng", "english"])
