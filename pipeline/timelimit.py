@@ -41,6 +41,8 @@ __all__ = ["CallFailed", "CallTimedOut", "ChildDied", "TimeLimitedWorker"]
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">Q")  # frame length, bytes
+# How long a new child may take to start Python and import its target before it is given up.
+STARTUP_LIMIT_S = 120.0
 
 
 class CallFailed(Exception):
@@ -95,7 +97,30 @@ class TimeLimitedWorker:
         # Requests are written without blocking, so that a child busy writing a large result
         # and a parent busy writing a large request can never wait on each other.
         os.set_blocking(child.stdin.fileno(), False)
+        self._await_ready(child)
         return child
+
+    def _await_ready(self, child: subprocess.Popen) -> None:
+        """Wait for the child's empty "ready" frame, sent once its imports are done.
+
+        Starting Python and importing the target takes a second or more on a busy machine;
+        were that counted against the first call's limit, a restart after a timeout could time
+        out the next page as well, and so on down the batch.
+        """
+        fd = child.stdout.fileno()
+        deadline = time.monotonic() + STARTUP_LIMIT_S
+        header = b""
+        while len(header) < _HEADER.size:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select([fd], [], [], max(remaining, 0))
+            if not readable:
+                child.kill()
+                child.wait()
+                raise ChildDied(f"child did not start within {STARTUP_LIMIT_S:g} s")
+            chunk = os.read(fd, _HEADER.size - len(header))
+            if not chunk:
+                raise ChildDied(f"child exited with code {child.wait()} while starting")
+            header += chunk
 
     def call(self, arg: Any) -> Any:
         [outcome] = self.map([arg])
@@ -122,7 +147,13 @@ class TimeLimitedWorker:
         """Run frames[first:] through one child until all are done or one fails; returns the
         index of the first frame not yet answered."""
         if self._child is None or self._child.poll() is not None:
-            self._child = self._start()
+            try:
+                self._child = self._start()
+            except ChildDied as exc:
+                self._child = None
+                self.restarts += 1
+                outcomes[first] = exc
+                return first + 1
         child = self._child
         to_child, from_child = child.stdin.fileno(), child.stdout.fileno()
         sent = received = first
@@ -237,6 +268,8 @@ def _serve(target: str) -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Anything the function prints must not corrupt the result frames.
     sys.stdout = sys.stderr
+    stdout.write(_HEADER.pack(0))  # ready: imports done, the parent may start its clock
+    stdout.flush()
     while True:
         try:
             arg = pickle.loads(_read_frame(stdin))

@@ -90,3 +90,13 @@ def test_large_requests_and_results_cross_without_deadlock():
     finally:
         worker.close()
     assert out == [payload] * 3
+
+
+def test_a_slow_start_does_not_count_against_the_first_call():
+    # Importing the target takes 1.5 s, three times the limit: only the call itself is timed.
+    worker = TimeLimitedWorker("tests.pipeline.slow_import:echo", time_limit=0.5)
+    try:
+        assert worker.map([1, 2]) == [1, 2]
+        assert worker.restarts == 0
+    finally:
+        worker.close()
