@@ -70,7 +70,9 @@ def load_run(run_dir: Path) -> dict:
     # its store at <output>/store, and state.json names the exact folder when the step ran.
     stage_outputs = data_step.get("stage_outputs")
     data_dir = (
-        Path(stage_outputs) if stage_outputs else run_dir.parent.parent / "store" / "runs" / run_dir.name
+        Path(stage_outputs)
+        if stage_outputs
+        else run_dir.parent.parent / "store" / "runs" / run_dir.name
     )
     ledger = data_step.get("ledger") or _read_json(data_dir / "ledger.json")
     stats = data_step.get("stats") or _read_json(data_dir / "stats.json")
@@ -114,7 +116,7 @@ def _plot_series(rows: list[dict], key: str, title: str, ylabel: str, path: Path
     if not points:
         return False
     plt, fig, ax = _figure()
-    xs, ys = zip(*points)
+    xs, ys = zip(*points, strict=True)
     ax.plot(xs, ys, marker="o" if len(points) < 30 else None, linewidth=1.5)
     ax.set(title=title, xlabel="step", ylabel=ylabel)
     if key == "lr":
@@ -141,7 +143,7 @@ def _plot_drops(drops: list[tuple[str, int]], path: Path) -> bool:
         return False
     plt, fig, ax = _figure()
     fig.set_size_inches(6.4, max(2.4, 0.35 * len(drops) + 1.2))
-    labels, counts = zip(*reversed(drops))  # largest at the top
+    labels, counts = zip(*reversed(drops), strict=True)  # largest at the top
     ax.barh(labels, counts, color="#c0504d")
     ax.set(title="Documents dropped, by stage and reason", xlabel="documents")
     ax.grid(True, axis="x", alpha=0.3)
@@ -293,7 +295,12 @@ def _data_section(data: dict, out_dir: Path) -> str:
     if samples:
         parts.append("<h3>Rejected documents, a sample per reason</h3>")
         rows = [
-            [r.get("stage"), r.get("reason"), r.get("url") or r.get("source"), r.get("text", "")[:300]]
+            [
+                r.get("stage"),
+                r.get("reason"),
+                r.get("url") or r.get("source"),
+                r.get("text", "")[:300],
+            ]
             for r in samples
         ]
         parts.append(_table(["stage", "reason", "url", "text (start)"], rows))
@@ -325,7 +332,10 @@ def _eval_section(data: dict, out_dir: Path) -> str:
         return parts[0] + "<p class='missing'>no eval.json in this run</p>"
     scores = eval_scores(results)
     parts.append(_table(["score", "value"], [[k, v] for k, v in scores]))
-    if _plot_eval(scores, out_dir / "eval_scores.png"):
+    # Rates and accuracies share a 0-1 axis; a loss or perplexity beside them would flatten
+    # them, so those are plotted only when there is nothing else.
+    rates = [(k, v) for k, v in scores if not k.endswith((".loss", ".perplexity"))]
+    if _plot_eval(rates or scores, out_dir / "eval_scores.png"):
         parts.append(_img("eval_scores.png", "evaluation scores"))
     cases = (results.get("generation") or {}).get("cases") or []
     if cases:
@@ -333,7 +343,10 @@ def _eval_section(data: dict, out_dir: Path) -> str:
         parts.append(
             _table(
                 ["prompt", "mode", "continuation", "passed"],
-                [[c.get("prompt"), c.get("mode"), c.get("continuation"), c.get("passed")] for c in cases],
+                [
+                    [c.get("prompt"), c.get("mode"), c.get("continuation"), c.get("passed")]
+                    for c in cases
+                ],
             )
         )
     return "\n".join(parts)
