@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary(state))
         return 0
     except (ConfigError, InputError, CheckpointError, FileNotFoundError) as exc:
+        logging.getLogger("kiln").debug("where it failed", exc_info=True)  # -v shows it
         print(f"kiln: {exc}", file=sys.stderr)
         return 2
     except TrainingFailedError as exc:

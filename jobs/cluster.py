@@ -58,6 +58,7 @@ WORKING_DIR_EXCLUDES = [
 ]
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_WAIT_S = 120  # seconds kiln submit retries while a new cluster's job agent starts
 
 
 class AuthError(RuntimeError):
@@ -150,19 +151,26 @@ def submit_job(
     # python -m, not the kiln script: the working_dir is on the job's path even where kiln is
     # not pip-installed on the cluster, and the cluster's python has kiln's dependencies.
     entrypoint = shlex.join(["python", "-m", "jobs.cli", *kiln_args])
+    command = next((a for a in kiln_args if not a.startswith("-")), "")
     client = job_client(address)
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint,
-            runtime_env=runtime_env or build_runtime_env(),
-            submission_id=submission_id,
-            entrypoint_num_cpus=entrypoint_num_cpus,
-            metadata={"kiln_command": kiln_args[0]},
-        )
-    except Exception as exc:
-        if _is_auth_failure(exc):
-            raise AuthError(f"{_AUTH_HINT}\n({exc})") from None
-        raise
+    # A cluster that has just started answers "No available agent" until its head's dashboard
+    # agent is up (seconds); Ray's message says to try again, so kiln does, for a while.
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint,
+                runtime_env=runtime_env or build_runtime_env(),
+                submission_id=submission_id,
+                entrypoint_num_cpus=entrypoint_num_cpus,
+                metadata={"kiln_command": command},
+            )
+        except Exception as exc:
+            if _is_auth_failure(exc):
+                raise AuthError(f"{_AUTH_HINT}\n({exc})") from None
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def wait_for_job(client, job_id: str, *, timeout_s: float | None = None, poll_s: float = 1.0):

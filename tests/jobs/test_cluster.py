@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,38 +91,41 @@ def _tiny_dataset(output_dir: Path) -> Path:
 
 
 @pytest.fixture
-def token_cluster(tmp_path, monkeypatch):
+def token_cluster(tmp_path):
     """A head and a second raylet on loopback, each with one CPU and its own resource, with
-    Ray's token auth on. Yields (dashboard URL, token)."""
-    from ray.cluster_utils import Cluster
-
+    Ray's token auth on, run by tests/jobs/two_node_cluster.py. Yields (dashboard URL, token,
+    the helper process)."""
     token = secrets.token_hex(16)
-    # Every Ray process the cluster starts inherits these; the job's `python` is this venv's.
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    dashboard_port = _free_port()
-    test_cluster = Cluster(
-        initialize_head=True,
-        connect=False,
-        head_node_args={
-            "num_cpus": 1,
-            "resources": {"kiln_head": 1},
-            "include_dashboard": True,
-            "dashboard_port": dashboard_port,
-            "object_store_memory": 150 * 1024**2,
-        },
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        # The job's `python` must be this venv's, whatever the caller's PATH says.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        RAY_USAGE_STATS_ENABLED="0",
+        WANDB_MODE="disabled",
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("RAY_ADDRESS", None)
+    helper = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("two_node_cluster.py"))],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     try:
-        test_cluster.add_node(
-            num_cpus=1, resources={"kiln_second": 1}, object_store_memory=150 * 1024**2
-        )
-        test_cluster.wait_for_nodes()
-        yield f"http://127.0.0.1:{dashboard_port}", token
+        line = helper.stdout.readline()
+        if not line:
+            pytest.fail(f"the test cluster did not start (exit status {helper.wait()})")
+        yield json.loads(line)["dashboard"], token, helper
     finally:
-        test_cluster.shutdown()
+        helper.stdin.close()  # the helper shuts its cluster down and exits
+        try:
+            helper.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            helper.kill()
 
 
 def _wait_for_dashboard(address: str, timeout_s: float = 60) -> None:
@@ -138,11 +142,18 @@ def _wait_for_dashboard(address: str, timeout_s: float = 60) -> None:
 
 @pytest.mark.slow
 def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_cluster, monkeypatch):
-    address, token = token_cluster
+    address, token, helper = token_cluster
+    # kiln finds the token where Ray looks for it; here, RAY_AUTH_TOKEN.
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     _wait_for_dashboard(address)
 
-    # Without the token the cluster refuses kiln, and kiln says where the token goes.
+    # Without the token, or with another one, the cluster refuses kiln, and kiln says where the
+    # token goes.
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-" + token)
+    with pytest.raises(cluster.AuthError, match="RAY_AUTH_TOKEN"):
+        cluster.submit_job(["train", "--help"], address=address)
     monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token to fall back on
     with pytest.raises(cluster.AuthError, match="RAY_AUTH_TOKEN"):
         cluster.submit_job(["train", "--help"], address=address)
@@ -151,6 +162,7 @@ def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_clust
     output_dir = tmp_path / "out"
     version = _tiny_dataset(output_dir)
     kiln_args = [
+        "-v",
         "train",
         "--dataset",
         str(version),
@@ -171,21 +183,16 @@ def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_clust
     client = cluster.job_client(address)
     status = cluster.wait_for_job(client, job_id, timeout_s=300)
     logs = client.get_job_logs(job_id)
+    (tmp_path / "job.log").write_text(logs)  # kept by pytest for a look after a failure
     assert status == "SUCCEEDED", logs[-4000:]
     assert "kiln run two-nodes finished" in logs
 
     # The two training workers ran one on each node.
-    from ray.util.state import list_actors, list_nodes
-
-    nodes = {n.node_id: n.resources_total for n in list_nodes(address=address)}
-    workers = [
-        a
-        for a in list_actors(address=address, detail=True, limit=1000)
-        if "TrainWorker" in a.class_name
-    ]
-    assert len(workers) == 2, [a.class_name for a in workers]
-    placed = {name for a in workers for name in nodes[a.node_id] if name.startswith("kiln_")}
-    assert placed == {"kiln_head", "kiln_second"}
+    helper.stdin.write("placements\n")
+    helper.stdin.flush()
+    workers = json.loads(helper.stdout.readline())
+    assert len(workers) == 2, workers
+    assert sorted(w["node"][0] for w in workers) == ["kiln_head", "kiln_second"], workers
 
     # `kiln jobs` sees the same job.
     capsys_out = _run_cli(["jobs", "--address", address, "status", job_id])
