@@ -210,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     from model.ds_ops import use_private_extensions_dir
 
     use_private_extensions_dir()  # before Ray starts, so every worker inherits it
+    from jobs.run import interactive_terminal
+
+    if not interactive_terminal():
+        # tqdm bars (checkpoint loading, downloads) in workers and launchers: none in CI logs.
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
     from jobs.config import ConfigError, load_job_config
     from jobs.launch import TrainingFailedError
