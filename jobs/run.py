@@ -406,6 +406,9 @@ def format_summary(state: dict) -> str:
     if mode and mode != "disabled":
         hint = "  (offline: `wandb sync` uploads them)" if mode == "offline" else ""
         lines.append(f"  wandb runs       {rel(state['wandb_dir'])}{hint}")
+    output_dir = state.get("config", {}).get("output_dir", "kiln-out")
+    where = "" if output_dir == "kiln-out" else f" --output-dir {rel(str(output_dir))}"
+    lines.append(f"  report           kiln report {state['name']}{where}  (HTML with plots)")
     if "data" in steps:
         lines.append("ledger:")
         lines.extend("  " + line for line in steps["data"]["ledger_text"].splitlines())
