@@ -121,6 +121,8 @@ def _plot_series(rows: list[dict], key: str, title: str, ylabel: str, path: Path
     ax.set(title=title, xlabel="step", ylabel=ylabel)
     if key == "lr":
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    if key == "tokens_per_s":
+        ax.set_ylim(bottom=0)  # from zero, so step-to-step noise does not look like a collapse
     _save(plt, fig, path)
     return True
 
