@@ -33,7 +33,7 @@ EXAMPLES = """examples:
   kiln train train.launcher=torchrun       train under torchrun instead of Ray Train
   kiln export kiln-out/runs/<run>/train/final --out my-model   for transformers
   kiln report <run>                         kiln-out/runs/<run>/report/index.html
-  kiln submit --address http://head:8265 -- run ray.address=auto   the main job on a cluster
+  kiln submit --address http://head:8265 -- run train.use_gpu=true   the main job on a cluster
 """
 
 

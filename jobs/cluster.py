@@ -193,7 +193,7 @@ def add_cluster_parsers(sub: argparse._SubParsersAction) -> None:
         description="Submit `kiln ARGS` to a Ray cluster through the Ray Jobs SDK, with this "
         "checkout as the working directory. Everything after -- is the kiln command line.",
         epilog="example: kiln submit --address http://head:8265 -- run my-job.yaml "
-        "ray.address=auto train.use_gpu=true output_dir=/shared/kiln",
+        "train.use_gpu=true output_dir=/shared/kiln",
     )
     _address_argument(p)
     p.add_argument(
