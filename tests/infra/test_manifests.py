@@ -171,3 +171,40 @@ def test_dockerfile_instructions():
             for src in sources:
                 if src != ".":
                     assert (REPO / src).exists(), f"COPY source {src} missing"
+
+
+def test_deepspeed_sbatch_writes_the_hostfile_from_the_allocation(tmp_path):
+    """Run the Slurm script's own logic with Slurm's `scontrol` and kiln stood in for (Slurm
+    cannot run here): the hostfile has one `host slots=GPUS` line per allocated node and kiln
+    gets it with the deepspeed launcher."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
+    (bin_dir / "scontrol").write_text('#!/bin/sh\nprintf "gpu-a01\\ngpu-a02\\n"\n')
+    (bin_dir / "kiln").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    for stub in ("scontrol", "kiln"):
+        (bin_dir / stub).chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "SLURM_JOB_NODELIST": "gpu-a[01-02]",
+        "SLURM_JOB_ID": "77",
+        "SLURM_GPUS_ON_NODE": "4",
+        "KILN_VENV": str(venv),
+    }
+    result = subprocess.run(
+        ["bash", str(INFRA / "slurm" / "kiln-deepspeed.sbatch"), "job.yaml", "train.zero_stage=3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    hostfile = tmp_path / "kiln-out" / "hostfiles" / "slurm-77"
+    assert hostfile.read_text() == "gpu-a01 slots=4\ngpu-a02 slots=4\n"
+    args = result.stdout.splitlines()[1:]  # after the script's own "kiln: deepspeed over" line
+    assert args[:3] == ["train", "job.yaml", "train.zero_stage=3"]
+    assert "train.launcher=deepspeed" in args and f"train.hostfile={hostfile}" in args
+    assert "train.launcher_args=[--master_addr=gpu-a01]" in args
