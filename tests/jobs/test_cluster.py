@@ -179,7 +179,9 @@ def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_clust
         "train.log_every=1",
         "wandb.mode=disabled",
     ]
-    job_id = cluster.submit_job(kiln_args, address=address)
+    # Through the command line, as a user submits; it prints the job id.
+    job_id = _run_cli(["submit", "--address", address, "--", *kiln_args]).strip()
+    assert job_id.startswith("raysubmit_"), job_id
     client = cluster.job_client(address)
     status = cluster.wait_for_job(client, job_id, timeout_s=300)
     logs = client.get_job_logs(job_id)
@@ -198,6 +200,8 @@ def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_clust
     capsys_out = _run_cli(["jobs", "--address", address, "status", job_id])
     assert "SUCCEEDED" in capsys_out
     assert job_id in _run_cli(["jobs", "--address", address, "list"])
+    followed = _run_cli(["jobs", "--address", address, "logs", "--follow", job_id])
+    assert "kiln run two-nodes finished" in followed
 
 
 def _run_cli(argv: list[str]) -> str:
