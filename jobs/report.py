@@ -66,18 +66,20 @@ def load_run(run_dir: Path) -> dict:
     state = _read_json(run_dir / "state.json") or {}
     steps = state.get("steps", {})
     data_step = steps.get("data") or {}
-    # The data job's own files live in the store; a run folder under <output>/runs/<name> has
-    # its store at <output>/store, and state.json names the exact folder when the step ran.
-    stage_outputs = data_step.get("stage_outputs")
-    data_dir = (
-        Path(stage_outputs)
-        if stage_outputs
-        else run_dir.parent.parent / "store" / "runs" / run_dir.name
+
+    def recorded(path: str | None, default: Path) -> Path:
+        # state.json holds absolute paths of the machine that ran the job; where the output
+        # folder is mounted elsewhere (a laptop reading a cluster's share), use the layout.
+        return Path(path) if path and Path(path).exists() else default
+
+    # The data job's own files live in the store, <output>/store/runs/<name>.
+    data_dir = recorded(
+        data_step.get("stage_outputs"), run_dir.parent.parent / "store" / "runs" / run_dir.name
     )
     ledger = data_step.get("ledger") or _read_json(data_dir / "ledger.json")
     stats = data_step.get("stats") or _read_json(data_dir / "stats.json")
-    train_dir = Path(steps.get("train", {}).get("train_dir") or run_dir / "train")
-    eval_path = Path(steps.get("eval", {}).get("eval_json") or run_dir / "eval.json")
+    train_dir = recorded(steps.get("train", {}).get("train_dir"), run_dir / "train")
+    eval_path = recorded(steps.get("eval", {}).get("eval_json"), run_dir / "eval.json")
     return {
         "name": state.get("name", run_dir.name),
         "state": state,

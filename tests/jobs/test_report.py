@@ -163,3 +163,14 @@ def test_report_plots_load_in_headless_chromium(tmp_path):
     assert sorted(i["src"] for i in images) == sorted(PLOTS)
     for image in images:
         assert image["complete"] and image["width"] > 100 and image["height"] > 100, image
+
+
+def test_report_of_an_output_folder_moved_elsewhere(tmp_path):
+    """state.json's absolute paths are the job machine's; a copy elsewhere still reports."""
+    write_run(tmp_path / "cluster" / "kiln-out", name="r2")
+    shutil.move(tmp_path / "cluster" / "kiln-out", tmp_path / "laptop")
+    index = build_report("r2", output_dir=tmp_path / "laptop")
+    page = index.read_text()
+    assert "no training log" not in page and "no eval.json" not in page
+    assert "Rejected documents" in page
+    assert all((index.parent / name).exists() for name in PLOTS)
