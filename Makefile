@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.kiln-installed
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install browser demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -24,10 +24,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m model.ds_ops
 	touch $@
 
+# The report test drives a real headless Chromium. Installed from Debian's packages when it is
+# missing and apt-get can run as root; a failure is tolerated (the test then skips and says why).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "make browser: could not install chromium; the browser test will skip"; \
+	else echo "make browser: no chromium and no root apt-get; the browser test will skip"; fi
+
 demo: install
 	$(BIN)/kiln run
 
-test: install lint
+test: install lint browser
 	$(BIN)/python -m pytest
 
 test-fast: install

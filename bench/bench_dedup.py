@@ -87,19 +87,19 @@ def bench_signatures(texts: list[str]) -> None:
     print(f"  kiln incl. shingling        {n / kiln:9.0f} docs/s")
 
 
-def _tree_rss() -> int:
-    """Summed RSS of this process and its descendants (the Ray session it started: GCS,
-    raylet, workers), in bytes."""
+def _tree_rss() -> tuple[int, int, int]:
+    """This process and its descendants (the Ray session it started: GCS, raylet, workers):
+    summed RSS, the largest single RSS (bytes), and how many processes."""
     import psutil
 
     me = psutil.Process()
-    total = me.memory_info().rss
+    sizes = [me.memory_info().rss]
     for proc in me.children(recursive=True):
         try:
-            total += proc.memory_info().rss
+            sizes.append(proc.memory_info().rss)
         except psutil.Error:
             continue
-    return total
+    return sum(sizes), max(sizes[1:], default=0), len(sizes)
 
 
 def run_stage(parquet: str) -> dict:
@@ -113,14 +113,15 @@ def run_stage(parquet: str) -> dict:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ds = ray.data.read_parquet(parquet)
     n_docs = ds.count()
-    baseline_tree = _tree_rss()
+    baseline_tree, _, _ = _tree_rss()
     baseline_driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    peak = [baseline_tree]
+    peak = [baseline_tree, 0, 0]  # summed, largest child, most processes
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], _tree_rss())
+            total, largest, count = _tree_rss()
+            peak[:] = [max(peak[0], total), max(peak[1], largest), max(peak[2], count)]
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -142,6 +143,8 @@ def run_stage(parquet: str) -> dict:
         "driver_before": baseline_driver,
         "tree_peak": peak[0],
         "tree_before": baseline_tree,
+        "largest_worker_peak": peak[1],
+        "processes": peak[2],
         "signature_bytes": n_docs * NUM_PERM * 4,
     }
 
@@ -175,7 +178,8 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
             f" docs/s; driver peak RSS {r['driver_peak'] / mb:6.0f} MB"
             f" (+{(r['driver_peak'] - r['driver_before']) / mb:.0f} during dedup);"
             f" Ray session peak {r['tree_peak'] / mb:6.0f} MB"
-            f" (+{(r['tree_peak'] - r['tree_before']) / mb:.0f});"
+            f" (+{(r['tree_peak'] - r['tree_before']) / mb:.0f}, {r['processes']} processes,"
+            f" largest Ray process {r['largest_worker_peak'] / mb:.0f} MB);"
             f" signatures {r['signature_bytes'] / mb:.2f} MB"
         )
     if len(results) == 2:
@@ -185,7 +189,9 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
         print(
             f"  growth 1x->4x of the stage's peak: {growth / mb:+.0f} MB, against"
             f" {(hi['signature_bytes'] - lo['signature_bytes']) / mb:.2f} MB of added signatures"
-            f" and {text_growth / mb:.1f} MB of added text"
+            f" and {text_growth / mb:.1f} MB of added text; largest Ray process"
+            f" {(hi['largest_worker_peak'] - lo['largest_worker_peak']) / mb:+.0f} MB, driver"
+            f" {(hi['driver_peak'] - lo['driver_peak']) / mb:+.0f} MB"
         )
 
 

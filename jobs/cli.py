@@ -5,6 +5,9 @@
     kiln train [CONFIG] [key=value ...]   only training, on a dataset version
     kiln eval  CHECKPOINT                 score an exported checkpoint
     kiln export CHECKPOINT --out DIR      a Hugging Face Llama-format folder
+    kiln report RUN                       a run as an HTML page with plots (no wandb needed)
+    kiln submit [--address URL] -- ARGS   send `kiln ARGS` to a Ray cluster (Ray Jobs)
+    kiln jobs list|status|logs|stop       the jobs on a Ray cluster
 
 CONFIG defaults to jobs/configs/demo.yaml, which runs on the sample bundled in the repository.
 """
@@ -29,6 +32,8 @@ EXAMPLES = """examples:
   kiln eval kiln-out/runs/<run>/train/final score a checkpoint
   kiln train train.launcher=torchrun       train under torchrun instead of Ray Train
   kiln export kiln-out/runs/<run>/train/final --out my-model   for transformers
+  kiln report <run>                         kiln-out/runs/<run>/report/index.html
+  kiln submit --address http://head:8265 -- run train.use_gpu=true   the main job on a cluster
 """
 
 
@@ -134,7 +139,38 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="weight type in model.safetensors (default: float32, as trained)",
     )
+    _add_report_parser(sub)
+    from jobs.cluster import add_cluster_parsers
+
+    add_cluster_parsers(sub)
     return parser
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render a run as an HTML page with plots",
+        description="Write <run>/report/index.html with PNG plots (loss, learning rate, "
+        "tokens/s, drops by reason, evaluation scores) and the ledger, from the files the run "
+        "wrote. Needs no wandb account.",
+    )
+    p.add_argument("run", help="run name under <output-dir>/runs, or a run folder")
+    p.add_argument(
+        "--output-dir", default="kiln-out", help="the job's output_dir (default: kiln-out)"
+    )
+    p.add_argument("--out", help="folder to write the report to (default: <run>/report)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from jobs.report import ReportError, build_report
+
+    try:
+        index = build_report(args.run, output_dir=args.output_dir, out=args.out)
+    except ReportError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 2
+    print(f"report written to {os.path.relpath(index)}")
+    return 0
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -153,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     # Positionals may come after options (`kiln train --dataset D key=value`); argparse leaves
     # those over, so collect them here rather than reject them.
     args, extra = parser.parse_known_args(argv)
+    if args.command in ("report", "submit", "jobs"):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        _configure_logging(args.verbose)
+        if args.command == "report":
+            return _report(args)
+        from jobs.cluster import run_cluster_command
+
+        return run_cluster_command(args)
     unknown = [e for e in extra if e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -165,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     from model.ds_ops import use_private_extensions_dir
 
     use_private_extensions_dir()  # before Ray starts, so every worker inherits it
+    from jobs.run import interactive_terminal
+
+    if not interactive_terminal():
+        # tqdm bars (checkpoint loading, downloads) in workers and launchers: none in CI logs.
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
     from jobs.config import ConfigError, load_job_config
     from jobs.launch import TrainingFailedError
@@ -200,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary(state))
         return 0
     except (ConfigError, InputError, CheckpointError, FileNotFoundError) as exc:
+        logging.getLogger("kiln").debug("where it failed", exc_info=True)  # -v shows it
         print(f"kiln: {exc}", file=sys.stderr)
         return 2
     except TrainingFailedError as exc:

@@ -67,7 +67,9 @@ def run_worker(config: dict, rank: int) -> dict:
                 "dataset_dir": config["dataset_dir"],
             },
             run_id=(saved or {}).get("wandb_run_id"),
+            group=config.get("run"),
         )
+        tracker.use_dataset(config["dataset_dir"])
         config = {**config, "wandb_run_id": tracker.run_id}
     try:
         summary = train(

@@ -20,13 +20,14 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from jobs.config import ConfigError, JobConfig
 from jobs.tracking import resolve_mode, start_run
 from pipeline.store import DatasetStore, atomic_write_json
 
-__all__ = ["STEPS", "RunPaths", "connect_ray", "new_run_name", "run_job"]
+__all__ = ["STEPS", "RunPaths", "connect_ray", "interactive_terminal", "new_run_name", "run_job"]
 
 log = logging.getLogger("kiln")
 
@@ -52,6 +53,11 @@ class RunPaths:
 
     def save_state(self, state: dict) -> None:
         atomic_write_json(self.state, state)
+
+
+def interactive_terminal() -> bool:
+    """True when a person is watching: stderr is a terminal and this is not CI."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def new_run_name(job_name: str) -> str:
@@ -93,6 +99,8 @@ def connect_ray(cfg: JobConfig) -> int:
             logging_level=logging.WARNING,
         )
         ctx = ray.data.DataContext.get_current()
+        # Ray Data's progress bars are for a person at a terminal; CI logs get one line a stage.
+        ctx.enable_progress_bars = interactive_terminal()
         ctx.execution_options.preserve_order = True  # same input, same shard order
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -108,6 +116,7 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
         job_type="data",
         directory=paths.wandb_dir,
         config={"data": cfg.data.model_dump()},
+        group=paths.name,
     )
     ledger = result.ledger
     tracker.summary(
@@ -153,6 +162,27 @@ def _data_step(cfg: JobConfig, paths: RunPaths) -> dict:
             ["cluster_size", "clusters"],
             [[int(size), n] for size, n in dedup_sizes.items()],
         )
+    tracker.bar_chart(
+        "drops_by_reason",
+        "reason",
+        "documents",
+        [
+            [f"{s}: {r}", n]
+            for s, reasons in ledger.dropped.items()
+            for r, n in reasons.items()
+            if n
+        ],
+        title="Documents dropped, by stage and reason",
+    )
+    tracker.log_dataset(result.version_dir)
+    # One table of rejected documents per reason, to read what each rule threw away.
+    by_reason: dict[str, list[list]] = {}
+    for r in result.reject_samples:
+        by_reason.setdefault(f"{r['stage']}.{r['reason']}", []).append(
+            [r["source"], r["url"], r["title"], r["text"]]
+        )
+    for reason, rows in sorted(by_reason.items()):
+        tracker.table(f"rejects/{reason}", ["source", "url", "title", "text"], rows)
     tracker.table(
         "rejects_sample",
         ["stage", "reason", "source", "url", "title", "text"],
@@ -222,6 +252,7 @@ def _eval_step(cfg: JobConfig, paths: RunPaths, final_dir: str, version_dir: str
         name=f"{paths.name}-train",
         job_type="train",
         directory=paths.wandb_dir,
+        group=paths.name,
     )
     tracker.summary(
         {
@@ -387,6 +418,9 @@ def format_summary(state: dict) -> str:
     if mode and mode != "disabled":
         hint = "  (offline: `wandb sync` uploads them)" if mode == "offline" else ""
         lines.append(f"  wandb runs       {rel(state['wandb_dir'])}{hint}")
+    output_dir = state.get("config", {}).get("output_dir", "kiln-out")
+    where = "" if output_dir == "kiln-out" else f" --output-dir {rel(str(output_dir))}"
+    lines.append(f"  report           kiln report {state['name']}{where}  (HTML with plots)")
     if "data" in steps:
         lines.append("ledger:")
         lines.extend("  " + line for line in steps["data"]["ledger_text"].splitlines())

@@ -3,17 +3,26 @@
 Without an API key wandb would stop the job with a UsageError, so ``mode: auto`` (the default)
 logs offline into ``<output_dir>/wandb`` when ``WANDB_API_KEY`` is unset; ``wandb sync`` uploads
 those runs later. ``mode: disabled`` turns tracking off.
+
+The runs of one kiln run share its name as their wandb ``group`` (``<run>-data``,
+``<run>-train``), and each run's id is derived from its name, so a resumed kiln run resumes the
+same wandb runs. The data run logs the dataset version as a ``dataset`` artifact (its manifest,
+which holds every shard's checksum); the training run declares that artifact as its input
+(``use_artifact``), online. wandb cannot declare inputs offline, so there the training run's
+config carries the dataset name, version and manifest checksum instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "resolve_mode", "start_run"]
+__all__ = ["Tracker", "dataset_identity", "resolve_mode", "start_run"]
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +62,73 @@ class Tracker:
 
             self.run.log({key: wandb.Table(columns=columns, data=rows)})
 
+    def bar_chart(self, key: str, label: str, value: str, rows: list[list], title: str) -> None:
+        """A bar chart (one bar per row of ``[label, value]``) that the wandb UI draws."""
+        if self.run is not None and rows:
+            import wandb
+
+            table = wandb.Table(columns=[label, value], data=rows)
+            self.run.log({key: wandb.plot.bar(table, label, value, title=title)})
+
+    def log_dataset(self, version_dir: str | Path) -> None:
+        """Log a dataset version as a ``dataset`` artifact named after the dataset."""
+        if self.run is None:
+            return
+        artifact = _dataset_artifact(version_dir)
+        self.run.log_artifact(artifact, aliases=[artifact.metadata["version"], "latest"])
+
+    def use_dataset(self, version_dir: str | Path) -> None:
+        """Declare the dataset version this run reads (lineage in the wandb UI)."""
+        if self.run is None:
+            return
+        identity = dataset_identity(version_dir)
+        self.run.config.update({"dataset_version": identity}, allow_val_change=True)
+        if self.run.settings.mode == "offline":
+            log.info("wandb offline: the dataset version is in the run's config, not its inputs")
+            return
+        self.run.use_artifact(_dataset_artifact(version_dir))
+
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def dataset_identity(version_dir: str | Path) -> dict:
+    """Dataset name, version and the sha256 of its manifest (which checksums every shard)."""
+    path = Path(version_dir) / "manifest.json"
+    raw = path.read_bytes()
+    manifest = json.loads(raw)
+    return {
+        "dataset": manifest.get("dataset") or Path(version_dir).parent.name,
+        "version": manifest.get("version") or Path(version_dir).name,
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "path": str(Path(version_dir).resolve()),
+    }
+
+
+def _dataset_artifact(version_dir: str | Path):
+    import wandb
+
+    identity = dataset_identity(version_dir)
+    manifest = json.loads((Path(version_dir) / "manifest.json").read_text())
+    # Artifact names allow letters, digits, '-', '_' and '.'.
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", identity["dataset"])
+    artifact = wandb.Artifact(
+        name,
+        type="dataset",
+        description=f"kiln token dataset {identity['dataset']} {identity['version']}",
+        metadata={
+            **identity,
+            "parent": manifest.get("parent"),
+            "splits": manifest.get("splits"),
+            "tokenizer": manifest.get("tokenizer"),
+        },
+    )
+    # The manifest, not the shards: it holds their sha256 sums, so the artifact's digest changes
+    # exactly when the data does, and logging it costs nothing for a terabyte of tokens.
+    artifact.add_file(str(Path(version_dir) / "manifest.json"))
+    return artifact
 
 
 def start_run(
@@ -67,6 +139,7 @@ def start_run(
     directory: str | Path,
     config: dict | None = None,
     run_id: str | None = None,
+    group: str | None = None,
 ) -> Tracker:
     """Start (or resume, by its id) a wandb run; ``settings`` is a WandbConfig as a dict.
 
@@ -87,6 +160,7 @@ def start_run(
         id=run_id or re.sub(r"[^A-Za-z0-9_-]", "-", name)[:120],  # same name, same run
         resume="allow",
         job_type=job_type,
+        group=group,  # the kiln run: its data, training and evaluation runs side by side
         dir=str(directory),
         config=config or {},
         mode=mode,

@@ -160,3 +160,16 @@ def test_zero_stage_3_trains_and_exports_loadable_weights(job):
     model, _, _ = load_final(root / "out" / "runs" / "z3" / "train" / "final")
     assert model.lm_head.weight is model.tok_emb.weight
     assert REPO.exists()
+
+
+@pytest.mark.slow
+def test_report_renders_the_real_run(job):
+    root, _, proc, _ = job
+    assert "kiln report e2e-1" in proc.stdout  # the summary says how to get the report
+    report = kiln("report", "e2e-1", "--output-dir", str(root / "out"), cwd=root)
+    assert report.returncode == 0, report.stderr[-3000:]
+    folder = root / "out" / "runs" / "e2e-1" / "report"
+    for name in ("drops.png", "loss.png", "lr.png", "tokens_per_s.png", "eval_scores.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG", name
+    page = (folder / "index.html").read_text()
+    assert "documents in" in page and "Generations" in page
