@@ -32,6 +32,7 @@ __all__ = [
     "ShardWriterFn",
     "TokenShards",
     "dtype_for_vocab",
+    "id_space",
     "read_manifest",
     "sha256_file",
     "verify_version",
@@ -55,6 +56,14 @@ SHARD_RECORD_SCHEMA = pa.schema(
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     """uint16 only when every token id (0 .. vocab_size-1) fits in it."""
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def id_space(tokenizer) -> int:
+    """One more than the largest id the tokenizer can emit (its vocabulary, added tokens too).
+
+    Not always ``get_vocab_size()``: a tokenizer.json given by path may leave holes in its ids.
+    """
+    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
 
 def sha256_file(path: str | Path) -> str:
@@ -103,16 +112,23 @@ class ShardWriterFn:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        # A document that contains the text "<|endoftext|>" must not put a second EOS into the
+        # stream: special tokens are only ever written between documents, by _write_shard.
+        self.tokenizer.encode_special_tokens = True
         self.folder = Path(folder)
         self.val_ids = val_ids
         self.eos_id = eos_id
-        self.dtype = dtype_for_vocab(self.tokenizer.get_vocab_size())
+        self.dtype = dtype_for_vocab(id_space(self.tokenizer))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         docs = [d for d in from_table(batch) if is_kept(d)]
         records = []
         if docs:
-            encodings = self.tokenizer.encode_batch([d["text"] for d in docs])
+            # add_special_tokens=False: a given tokenizer's post-processor (BOS, ...) adds
+            # nothing; the shard format has exactly one EOS per document and nothing else.
+            encodings = self.tokenizer.encode_batch(
+                [d["text"] for d in docs], add_special_tokens=False
+            )
             for split in ("train", "val"):
                 chosen = [
                     (d, e.ids)
