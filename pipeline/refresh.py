@@ -146,7 +146,7 @@ def refresh(
         if parent_dir is None:
             store.discard_uncommitted(name)
             log.info("refresh: dataset %r has no version yet; building the first", name)
-            result = run_data(cfg, store, run, concurrency=connect())
+            result = run_data(cfg, store, run, concurrency=connect(), hold_lock=False)
             manifest = read_manifest(result.version_dir)
             return RefreshResult(
                 committed=True,

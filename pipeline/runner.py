@@ -7,6 +7,7 @@ change), and commits a new dataset version. It returns where things are and the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -385,8 +386,13 @@ def run_data(
     run: str,
     *,
     concurrency: int = 2,
+    hold_lock: bool = True,
 ) -> DataResult:
-    """Run the whole data side for one run name and commit a dataset version."""
+    """Run the whole data side for one run name and commit a dataset version.
+
+    The commit takes the dataset's lock (:meth:`DatasetStore.lock`) unless ``hold_lock`` is
+    False, for a caller that holds it already (a refresh building a first version).
+    """
     t0 = time.time()
     run_dir = store.run_dir(run)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -404,7 +410,7 @@ def run_data(
     tokenizer, tokenizer_path, tok_info = prepare_tokenizer(cfg, store, processed)
     t_tok = time.time()
 
-    with store.lock(cfg.dataset_name):
+    with store.lock(cfg.dataset_name) if hold_lock else contextlib.nullcontext():
         store.discard_uncommitted(cfg.dataset_name)
         parent = store.current_version(cfg.dataset_name)
         version, splits = _commit_build(
