@@ -61,7 +61,9 @@ def arrivals(ray_local, tmp_path_factory):
                 # fast; the two Treasure Islands stay near duplicates.
                 text = f.read_text(encoding="utf-8-sig")
                 footer = text.index("*** END OF TH")
-                (incoming / f.name).write_text(text[: min(150_000, footer)] + "\n\n" + text[footer:])
+                (incoming / f.name).write_text(
+                    text[: min(150_000, footer)] + "\n\n" + text[footer:]
+                )
             else:
                 shutil.copy(f, incoming / f.name)
 
