@@ -141,9 +141,12 @@ def test_refresh_on_the_same_inputs_adds_nothing(arrivals):
 
 def test_a_second_writer_is_refused_while_one_holds_the_lock(tmp_path):
     store = DatasetStore(tmp_path)
-    with store.lock("d"), pytest.raises(StoreLockedError, match="another process"):
-        with store.lock("d"):
-            pass
+    with (
+        store.lock("d"),
+        pytest.raises(StoreLockedError, match="another process"),
+        store.lock("d"),
+    ):
+        pass
     with store.lock("d"):  # released again
         pass
 

@@ -7,6 +7,7 @@ kills come from ``KILN_CRASH_AT`` (pipeline/crashpoints.py) and from a timer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -65,10 +66,8 @@ def _kill_leftovers(ray_tmp: str) -> None:
         except OSError:
             continue
         if ray_tmp.encode() in cmdline or f"RAY_TMPDIR={ray_tmp}".encode() in environ:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_dir.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 class Runner:
