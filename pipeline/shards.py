@@ -156,26 +156,41 @@ def read_manifest(version_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def verify_version(version_dir: str | Path) -> list[str]:
-    """Re-check every shard against the manifest; return the problems found (empty if none)."""
+def verify_version(version_dir: str | Path, checksum_only: set[str] | None = None) -> list[str]:
+    """Re-check every shard against the manifest; return the problems found (empty if none).
+
+    With ``checksum_only``, only the shards of those names are hashed; the others are checked
+    for presence and size (cheap, for shards a parent version verified already).
+    """
     version_dir = Path(version_dir)
     manifest = read_manifest(version_dir)
     dtype = np.dtype(manifest["dtype"])
     problems = []
     for shard in manifest["shards"]:
-        for suffix, key in (
-            (".bin", "bin_sha256"),
-            (".idx", "idx_sha256"),
-            (".docs.jsonl", "docs_sha256"),
-        ):
-            path = version_dir / f"{shard['name']}{suffix}"
-            if not path.exists():
-                problems.append(f"{path.name}: missing")
-            elif sha256_file(path) != shard[key]:
-                problems.append(f"{path.name}: checksum differs from the manifest")
+        if checksum_only is not None and shard["name"] not in checksum_only:
+            for suffix in (".bin", ".idx", ".docs.jsonl"):
+                if not (version_dir / f"{shard['name']}{suffix}").exists():
+                    problems.append(f"{shard['name']}{suffix}: missing")
+        else:
+            problems += _checksum_problems(version_dir, shard)
         bin_path = version_dir / f"{shard['name']}.bin"
         if bin_path.exists() and bin_path.stat().st_size != shard["tokens"] * dtype.itemsize:
             problems.append(f"{bin_path.name}: size does not match {shard['tokens']} tokens")
+    return problems
+
+
+def _checksum_problems(version_dir: Path, shard: dict) -> list[str]:
+    problems = []
+    for suffix, key in (
+        (".bin", "bin_sha256"),
+        (".idx", "idx_sha256"),
+        (".docs.jsonl", "docs_sha256"),
+    ):
+        path = version_dir / f"{shard['name']}{suffix}"
+        if not path.exists():
+            problems.append(f"{path.name}: missing")
+        elif sha256_file(path) != shard[key]:
+            problems.append(f"{path.name}: checksum differs from the manifest")
     return problems
 
 
