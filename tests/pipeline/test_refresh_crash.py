@@ -161,13 +161,14 @@ def test_killed_refreshes_rerun_to_the_same_version(tmp_path):
 
         killed = second_arrival()
         store = DatasetStore(work / "out/store")
-        # A timed kill, somewhere in start-up or the stages; then one at the end of the stages
-        # and one with the new shards half-way into the staging folder.
+        # A timed kill, somewhere in start-up or the stages; then one with the new shards
+        # written into the staging folder. (Each killed run costs a whole refresh, so the
+        # point `refresh:processed`, between the two, is left out to keep the test short.)
         t0 = time.time()
         assert killed(kill_after_s=8.0) != 0 or time.time() - t0 < 8.0
-        for point in ("refresh:processed", "refresh:shards_written"):
-            assert killed(crash_at=point) == -signal.SIGKILL, killed.last_output
-            assert store.current_version("news").name == "v0001"  # nothing committed yet
+        assert killed(crash_at="refresh:shards_written") == -signal.SIGKILL, killed.last_output
+        assert store.current_version("news").name == "v0001"  # nothing committed yet
+        assert any(p.name.startswith(".v0002.tmp-") for p in store.uncommitted("news"))
         # Killed between renaming v0002 into place and moving CURRENT: v0002 is complete.
         assert killed(crash_at="refresh:version_renamed") == -signal.SIGKILL
         assert store.current_version("news").name == "v0001"
