@@ -255,7 +255,10 @@ def _refresh(cfg, run_name: str | None) -> int:
     )
     if result.committed:
         added = result.added
-        print(f"  dataset version  {os.path.relpath(result.version_dir)}  (parent {result.parent})")
+        where = str(result.version_dir)
+        if where.startswith(os.getcwd() + os.sep):
+            where = os.path.relpath(where)
+        print(f"  dataset version  {where}  (parent {result.parent})")
         if "train" in added:
             print(
                 f"  added            train {added['train']['tokens']:,} tokens / "
