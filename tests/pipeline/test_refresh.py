@@ -161,3 +161,25 @@ def test_uncommitted_leftovers_are_listed_and_discarded(tmp_path):
     assert [p.name for p in store.uncommitted("d")] == [".v0002.tmp-abcd1234", "v0002"]
     store.discard_uncommitted("d")
     assert store.uncommitted("d") == [] and store.versions("d") == ["v0001"]
+
+
+def test_refresh_refuses_dedup_settings_its_stored_keys_were_not_made_with(tmp_path):
+    from pipeline.errors import InputError
+    from pipeline.store import atomic_write_json
+
+    store = DatasetStore(tmp_path / "store")
+    cfg = _config(tmp_path)
+    with store.new_version("news") as (version, folder):
+        atomic_write_json(
+            folder / "manifest.json",
+            {
+                "version": version,
+                "inputs": [],
+                "shards": [],
+                "config": cfg.model_dump(),
+                "dedup_keys": {"folder": "dedup_keys", "rows": 0},
+            },
+        )
+    changed = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"shingle_size": 3})})
+    with pytest.raises(InputError, match="data.dedup.shingle_size is 3 but version v0001"):
+        refresh(changed, store, "r", connect=lambda: pytest.fail("must fail before Ray"))
