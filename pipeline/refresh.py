@@ -249,6 +249,15 @@ def refresh(
                     concurrency=concurrency,
                 )
             crash_point("refresh:shards_written")
+            # Shard names hash their document ids, so a clash means documents the parent holds
+            # already (possible only with dedup off); two manifest rows for one file would not do.
+            clash = {r["name"] for r in new_rows} & {s["name"] for s in parent["shards"]}
+            if clash:
+                raise InputError(
+                    f"new shard(s) {sorted(clash)} hold the same documents as shards of "
+                    f"{parent['version']}: the new inputs repeat documents it has (turn "
+                    "data.dedup.enabled on to drop them)"
+                )
             parent_rows = [
                 {**s, "added_in": s.get("added_in", parent["version"])} for s in parent["shards"]
             ]
