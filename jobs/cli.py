@@ -155,7 +155,7 @@ def build_data_parser(action: str) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(
             prog="kiln data refresh",
             description="Add only the inputs the current version has not seen (same path and "
-            "sha256, or same URL) as a new dataset version: their documents are deduplicated "
+            "sha256, or same URL and ETag) as a new dataset version: their documents are deduplicated "
             "against every earlier version, tokenized with the dataset's tokenizer, and their "
             "shards added to the parent's. Nothing new: no version is committed and the exit "
             "status is 0. Safe to kill and rerun; two refreshes of one dataset never overlap "

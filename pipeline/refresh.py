@@ -3,9 +3,10 @@
 ``kiln data refresh`` is the data job in incremental mode, meant to run on a schedule:
 
 1. Expand the configured inputs and hash each local file (sha256). An input is *seen* when the
-   current version's manifest lists the same path with the same checksum (a URL or a hub
-   dataset name is seen when the same name is listed: their content is not fetched just to
-   hash it). Seen inputs are not read again.
+   current version's manifest lists the same path with the same checksum. A URL is seen when
+   it is listed with the validators a HEAD request returns now (ETag, else Last-Modified and
+   length; its content is not fetched just to hash it); a hub dataset name when the same name
+   is listed. Seen inputs are not read again.
 2. Nothing new: nothing is committed and CURRENT stays where it is (the run says so). This is
    what makes a refresh idempotent: a second run on the same inputs adds nothing.
 3. New inputs go through every stage; dedup runs against the dedup keys stored in the current
@@ -43,7 +44,7 @@ from pipeline.crashpoints import crash_point
 from pipeline.dedup import DedupIndex
 from pipeline.errors import InputError
 from pipeline.ledger import Ledger
-from pipeline.read import input_identity
+from pipeline.read import input_identity, is_url
 from pipeline.runner import (
     choose_validation,
     process_inputs,
@@ -57,7 +58,7 @@ from pipeline.shards import FORMAT_VERSION, read_manifest, verify_version
 from pipeline.store import DatasetStore, atomic_write_json, atomic_write_text, staging_dir
 from pipeline.tokenizer import load_tokenizer
 
-__all__ = ["RefreshResult", "input_key", "refresh"]
+__all__ = ["RefreshResult", "input_key", "refresh", "url_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,65 @@ class RefreshResult:
 
 
 def input_key(identity: dict) -> str:
-    """What makes an input the same input: path and content hash, or the URL / dataset name."""
+    """What makes an input the same input: path and content hash; a URL and what its server
+    says of its content (ETag, else Last-Modified and length); a dataset name."""
     if identity.get("sha256"):
         return f"{identity['path']}\0{identity['sha256']}"
-    return identity["path"]
+    validators = [identity.get(k) for k in _URL_VALIDATORS if identity.get(k) is not None]
+    return "\0".join([identity["path"], *map(str, validators)])
+
+
+# Response headers that change when a URL's content does (RFC 9110, section 8.8), as recorded.
+_URL_VALIDATORS = ("etag", "last_modified", "bytes")
+
+
+def url_identity(url: str, timeout_s: float = 30.0) -> dict:
+    """What a HEAD request says of a URL's content, so a changed file counts as new.
+
+    Fetching every archive again only to hash it would cost as much as reading it; the
+    server's validators are what HTTP offers instead (Common Crawl's files never change, so
+    their URL alone would do). A server that refuses HEAD gives the URL alone.
+    """
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "kiln-reader"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            headers = response.headers
+    except (OSError, urllib.error.URLError) as exc:
+        log.warning("refresh: HEAD %s failed (%s); the URL alone identifies it", url, exc)
+        return {}
+    found = {
+        "etag": headers.get("ETag"),
+        "last_modified": None if headers.get("ETag") else headers.get("Last-Modified"),
+        "bytes": int(headers["Content-Length"]) if headers.get("Content-Length") else None,
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _identities(files: list) -> list[dict]:
+    """input_identity of each input, with HEAD validators for URLs (fetched in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    identities = [input_identity(f) for f in files]
+    urls = [i for i, ident in enumerate(identities) if is_url(ident["path"])]
+    if urls:
+        with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+            extras = list(pool.map(lambda i: url_identity(files[i].path), urls))
+        for i, extra in zip(urls, extras, strict=True):
+            identities[i].update(extra)
+    return identities
+
+
+def _seen_keys(parent_inputs: list[dict]) -> set[str]:
+    """Keys of the inputs a version holds. A URL recorded without validators (by a full build)
+    also matches the same URL with any: there is nothing to tell its content by."""
+    return {input_key(i) for i in parent_inputs}
+
+
+def _is_seen(identity: dict, seen: set[str]) -> bool:
+    return input_key(identity) in seen or (is_url(identity["path"]) and identity["path"] in seen)
 
 
 def _refresh_key(parent: dict, new_inputs: list[dict], cfg: DataConfig) -> str:
@@ -165,9 +221,9 @@ def refresh(
         parent = read_manifest(parent_dir)
         _check_compatible(cfg, parent)
         files, crawl_stats = resolve_inputs(cfg, store)
-        seen = {input_key(i) for i in parent["inputs"]}
-        identities = [input_identity(f) for f in files]
-        fresh = [(f, i) for f, i in zip(files, identities, strict=True) if input_key(i) not in seen]
+        seen = _seen_keys(parent["inputs"])
+        identities = _identities(files)
+        fresh = [(f, i) for f, i in zip(files, identities, strict=True) if not _is_seen(i, seen)]
         log.info(
             "refresh: %d inputs, %d seen in %s, %d new",
             len(files),

@@ -183,3 +183,31 @@ def test_refresh_refuses_dedup_settings_its_stored_keys_were_not_made_with(tmp_p
     changed = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"shingle_size": 3})})
     with pytest.raises(InputError, match="data.dedup.shingle_size is 3 but version v0001"):
         refresh(changed, store, "r", connect=lambda: pytest.fail("must fail before Ray"))
+
+
+def test_a_url_is_new_again_when_its_server_says_its_content_changed(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from pipeline.refresh import _is_seen, _seen_keys, input_key, url_identity
+
+    (tmp_path / "a.warc.gz").write_bytes(b"x" * 100)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/a.warc.gz"
+        before = {"path": url, "kind": "warc", **url_identity(url)}
+        assert before["bytes"] == 100 and before["last_modified"]
+        (tmp_path / "a.warc.gz").write_bytes(b"y" * 120)
+        after = {"path": url, "kind": "warc", **url_identity(url)}
+        missing = url_identity(url.replace("a.warc", "b.warc"))  # 404: the URL alone
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert input_key(before) != input_key(after) and missing == {}
+    assert _is_seen(before, _seen_keys([before])) and not _is_seen(after, _seen_keys([before]))
+    # A URL a full build recorded without validators matches the same URL with any.
+    assert _is_seen(after, _seen_keys([{"path": url, "kind": "warc"}]))
