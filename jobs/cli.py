@@ -2,6 +2,9 @@
 
     kiln run   [CONFIG] [key=value ...]   data, training and evaluation (the main job)
     kiln data  [CONFIG] [key=value ...]   only the data side: a new dataset version
+    kiln data refresh [CONFIG] [...]      add only new inputs, as a new version (scheduled)
+    kiln data status  [CONFIG] [...]      the versions of the dataset, which is CURRENT
+    kiln data verify  [VERSION] [...]     re-check a version's checksums (exit 1 on mismatch)
     kiln train [CONFIG] [key=value ...]   only training, on a dataset version
     kiln eval  CHECKPOINT                 score an exported checkpoint
     kiln export CHECKPOINT --out DIR      a Hugging Face Llama-format folder
@@ -18,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +33,9 @@ EXAMPLES = """examples:
   kiln run my-job.yaml train.zero_stage=3   your own job config, with an override
   kiln run --resume                         continue the newest unfinished run
   kiln data data.filter.languages=[en]      only build a dataset version
+  kiln data refresh my-job.yaml             add only the inputs not seen before
+  kiln data status                          versions of the dataset, with counts and parents
+  kiln data verify v0002                    re-check a version's checksums
   kiln eval kiln-out/runs/<run>/train/final score a checkpoint
   kiln train train.launcher=torchrun       train under torchrun instead of Ray Train
   kiln export kiln-out/runs/<run>/train/final --out my-model   for transformers
@@ -97,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "data",
         help="only the data side: a new dataset version",
-        description="Read, extract, filter, dedup, tokenize and shard into a new dataset version.",
+        description="Read, extract, filter, dedup, tokenize and shard into a new dataset version. "
+        "`kiln data refresh|status|verify --help` explain the incremental refresh and the "
+        "commands that look at versions.",
     )
     _add_job_arguments(p)
 
@@ -173,6 +182,136 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_ACTIONS = ("refresh", "status", "verify")
+
+
+def build_data_parser(action: str) -> argparse.ArgumentParser:
+    """Parser of `kiln data refresh|status|verify`."""
+    if action == "refresh":
+        p = argparse.ArgumentParser(
+            prog="kiln data refresh",
+            description="Add only the inputs the current version has not seen (same path and "
+            "sha256, or same URL and ETag) as a new dataset version: their documents are deduplicated "
+            "against every earlier version, tokenized with the dataset's tokenizer, and their "
+            "shards added to the parent's. Nothing new: no version is committed and the exit "
+            "status is 0. Safe to kill and rerun; two refreshes of one dataset never overlap "
+            "(the second exits with status 3). With no version yet, builds the first.",
+        )
+        _add_job_arguments(p, resumable=False)
+        return p
+    p = argparse.ArgumentParser(
+        prog=f"kiln data {action}",
+        description="List the versions of the job's dataset (data.dataset_name in "
+        "output_dir/store) with counts, dates and parents, marking CURRENT."
+        if action == "status"
+        else "Re-check a version's shards (sha256 and size), tokenizer file and dedup keys "
+        "against its manifest. Exits 1 when anything differs.",
+    )
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="[VERSION] [CONFIG] [key=value]" if action == "verify" else "[CONFIG] [key=value]",
+        help=(
+            "VERSION: vNNNN or a version folder (default: CURRENT); " if action == "verify" else ""
+        )
+        + "a job config YAML (default: jobs/configs/demo.yaml) and dotted overrides",
+    )
+    if action == "verify":
+        p.add_argument("--all", action="store_true", help="verify every version of the dataset")
+    else:
+        p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    return p
+
+
+def _data_action(action: str, argv: list[str]) -> int:
+    from jobs.config import load_job_config
+    from jobs.run import RunPaths
+
+    args = build_data_parser(action).parse_args(argv)
+    items = list(args.args)
+    version_arg = None
+    if action == "verify":
+        for item in items:
+            if re.fullmatch(r"v\d{4,}", item) or (Path(item) / "manifest.json").is_file():
+                version_arg = item
+                items.remove(item)
+                break
+    config_path, overrides = _split_args(items)
+    cfg = load_job_config(config_path, overrides)
+    if action == "refresh":
+        if args.dry_run:
+            print(json.dumps(cfg.model_dump(), indent=2))
+            return 0
+        return _refresh(cfg, args.run_name)
+    paths = RunPaths(cfg, "status")
+    store, name = paths.store, cfg.data.dataset_name
+    if action == "status":
+        from pipeline.versions import format_status, version_rows
+
+        rows = version_rows(store, name)
+        print(json.dumps(rows, indent=2) if args.json else format_status(store, name, rows))
+        return 0
+    from pipeline.versions import check_version
+
+    if args.all:
+        targets = [store.dataset_dir(name) / v for v in store.versions(name)]
+    elif version_arg is not None and re.fullmatch(r"v\d{4,}", version_arg):
+        targets = [store.dataset_dir(name) / version_arg]
+    elif version_arg is not None:
+        targets = [Path(version_arg)]
+    else:
+        current = store.current_version(name)
+        targets = [current] if current is not None else []
+    if not targets:
+        raise FileNotFoundError(f"dataset {name!r} in {store.root} has no version to verify")
+    failed = 0
+    for target in targets:
+        problems = check_version(store, target)
+        if problems:
+            failed += 1
+            print(f"{target}: {len(problems)} problem(s)")
+            for problem in problems:
+                print(f"  {problem}")
+        else:
+            print(f"{target}: ok (every checksum matches its manifest)")
+    return 1 if failed else 0
+
+
+def _refresh(cfg, run_name: str | None) -> int:
+    from jobs.run import RunPaths, connect_ray, new_run_name
+    from pipeline.refresh import refresh
+
+    run = run_name or new_run_name(f"{cfg.name}-refresh")
+    paths = RunPaths(cfg, run)
+    result = refresh(cfg.data, paths.store, run, connect=lambda: connect_ray(cfg))
+    print(f"kiln data refresh: {result.message}")
+    print(
+        f"  inputs           {result.inputs_total} listed, {result.inputs_new} new, "
+        f"{result.inputs_total - result.inputs_new} seen before"
+    )
+    if result.committed:
+        added = result.added
+        where = str(result.version_dir)
+        if where.startswith(os.getcwd() + os.sep):
+            where = os.path.relpath(where)
+        print(f"  dataset version  {where}  (parent {result.parent})")
+        if "train" in added:
+            print(
+                f"  added            train {added['train']['tokens']:,} tokens / "
+                f"{added['train']['documents']} docs, val {added['val']['tokens']:,} tokens / "
+                f"{added['val']['documents']} docs"
+            )
+        if result.stats.get("dedup"):
+            print(
+                "  duplicates of earlier versions  "
+                f"{result.stats['dedup'].get('duplicates_of_earlier_versions', 0)}"
+            )
+        if result.ledger is not None:
+            print("ledger of the new inputs:")
+            print("\n".join("  " + line for line in result.ledger.format().splitlines()))
+    return 0
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -185,6 +324,25 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `kiln data refresh|status|verify` have their own parsers: `kiln data`'s positional
+    # CONFIG and overrides would otherwise swallow the action's name.
+    verbose = "-v" in argv or "--verbose" in argv
+    rest = [a for a in argv if a not in ("-v", "--verbose")]
+    if len(rest) >= 2 and rest[0] == "data" and rest[1] in DATA_ACTIONS:
+        _configure_logging(verbose)
+        from jobs.config import ConfigError
+        from pipeline.errors import InputError
+        from pipeline.store import StoreLockedError
+
+        try:
+            return _data_action(rest[1], rest[2:])
+        except StoreLockedError as exc:
+            print(f"kiln: {exc}", file=sys.stderr)
+            return 3
+        except (ConfigError, InputError, FileNotFoundError) as exc:
+            print(f"kiln: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     # Positionals may come after options (`kiln train --dataset D key=value`); argparse leaves
     # those over, so collect them here rather than reject them.

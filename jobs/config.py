@@ -169,6 +169,9 @@ def load_job_config(
     cfg.data.decontam.files = [
         f if os.path.isabs(f) else os.path.normpath(base / f) for f in cfg.data.decontam.files
     ]
+    tok_path = cfg.data.tokenizer.path
+    if tok_path and not os.path.isabs(tok_path):
+        cfg.data.tokenizer.path = os.path.normpath(base / tok_path)
     if cfg.train.hostfile and not os.path.isabs(cfg.train.hostfile):
         cfg.train.hostfile = os.path.normpath(base / cfg.train.hostfile)
     return cfg

@@ -93,9 +93,12 @@ def connect_ray(cfg: JobConfig) -> int:
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("ray.data").setLevel(logging.WARNING)
             logging.getLogger("ray.train").setLevel(logging.WARNING)
+        # Under `ray job submit` (or a KubeRay RayJob) RAY_ADDRESS names the cluster the job
+        # belongs to, and ray.init joins it; num_cpus is only for a local instance kiln starts.
+        joining = cfg.ray.address is not None or bool(os.environ.get("RAY_ADDRESS"))
         ray.init(
             address=cfg.ray.address,
-            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+            num_cpus=None if joining else cfg.ray.num_cpus,
             logging_level=logging.WARNING,
         )
         ctx = ray.data.DataContext.get_current()

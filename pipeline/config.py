@@ -394,6 +394,30 @@ class DedupConfig(StrictModel):
 class TokenizerConfig(StrictModel):
     vocab_size: int = Field(8192, ge=300, le=1_000_000, description="BPE vocabulary size, ids.")
     min_frequency: int = Field(2, ge=1, description="Minimum pair count for a BPE merge.")
+    eos_token: str | None = Field(
+        None,
+        min_length=1,
+        description="End-of-document token written after every document; null: <|endoftext|> "
+        "for a trained tokenizer, tokenizer_config.json's eos_token for one given by `path`.",
+    )
+    special_tokens: list[str] = Field(
+        default_factory=list,
+        description="More special tokens for a trained tokenizer (ids after the EOS token); "
+        "never produced from document text.",
+    )
+    path: str | None = Field(
+        None,
+        description="An existing tokenizer instead of training one: a tokenizer.json file or a "
+        "Hugging Face tokenizer folder holding one; relative to the config file.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_special_tokens(self) -> TokenizerConfig:
+        if self.eos_token is not None and self.eos_token in self.special_tokens:
+            raise ValueError(f"special_tokens repeats the eos_token {self.eos_token!r}")
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise ValueError("special_tokens lists a token twice")
+        return self
 
 
 class ShardConfig(StrictModel):

@@ -7,6 +7,7 @@ change), and commits a new dataset version. It returns where things are and the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -37,18 +38,32 @@ from pipeline.ledger import (
 from pipeline.pii import PIIStage
 from pipeline.quality import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 from pipeline.read import READ_STAGE, ReadStats, discover_inputs, input_identity, read_batch
-from pipeline.shards import FORMAT_VERSION, ShardWriterFn, dtype_for_vocab
+from pipeline.shards import FORMAT_VERSION, ShardWriterFn, dtype_for_vocab, id_space
 from pipeline.stage import Stage, apply_stages
 from pipeline.store import DatasetStore, atomic_write_json, atomic_write_text, staging_dir
 from pipeline.tokenizer import (
     EOS_TOKEN,
+    file_tokenizer_id,
     load_tokenizer,
+    read_given_tokenizer,
     save_tokenizer,
     train_bpe,
     training_fingerprint,
 )
 
-__all__ = ["DataResult", "build_stages", "choose_validation", "run_data"]
+__all__ = [
+    "DataResult",
+    "Processed",
+    "build_stages",
+    "choose_validation",
+    "prepare_tokenizer",
+    "process_inputs",
+    "resolve_inputs",
+    "run_data",
+    "split_totals",
+    "write_dedup_keys",
+    "write_shards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,37 +149,36 @@ def _dropped_only(batch: pa.Table) -> pa.Table:
     return batch.filter(pc.is_valid(batch["drop_reason"])).drop_columns(["raw"])
 
 
-def run_data(
+@dataclass
+class Processed:
+    """The documents of one set of inputs after every stage, dedup included, and their counts."""
+
+    kept: object  # ray.data.Dataset of kept documents (no raw bytes)
+    ledger: Ledger
+    doc_chars: dict[str, int]  # kept document id -> characters, in dataset order
+    counters: dict
+    reject_samples: list[dict]
+    dedup_keys: object | None  # ray.data.Dataset of KEY_SCHEMA rows for the kept documents
+    stats: dict
+
+
+def process_inputs(
     cfg: DataConfig,
-    store: DatasetStore,
-    run: str,
+    files: list,
+    run_dir: Path,
     *,
-    concurrency: int = 2,
-) -> DataResult:
-    """Run the whole data side for one run name and commit a dataset version."""
+    concurrency: int,
+    index: DedupIndex | None = None,
+) -> Processed:
+    """Read, extract, filter and dedup ``files``; write the run's stage outputs.
+
+    ``index`` holds the dedup keys of earlier versions (a refresh): documents duplicating one of
+    them are dropped. Writes ledger.json, documents/ and rejects/ under ``run_dir``.
+    """
     import ray
 
     t0 = time.time()
-    run_dir = store.run_dir(run)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    specs: list = list(cfg.inputs)
-    crawl_stats = None
-    if cfg.crawl is not None:
-        from pipeline.crawl import run_crawl
-
-        # Crawled pages land as WARC files in the store and are read like any other archive.
-        crawl = run_crawl(cfg.crawl, store.root / "raw" / "crawl")
-        crawl_stats = crawl.stats
-        specs += [(str(path), "warc") for path in crawl.warc_files]
-    files = discover_inputs(specs)
-    if not files:
-        raise FileNotFoundError(
-            f"nothing to read: the crawl stored no pages ({crawl_stats}) and no inputs are set"
-        )
-    log.info("data: %d inputs", len(files))
     inputs = [f.to_row() for f in files]
-
     # Read and the per-document stages stream through Ray Data; materialise once before dedup
     # so extraction is not recomputed by dedup's passes.
     read_stats = ray.remote(ReadStats).options(num_cpus=0).remote()
@@ -193,6 +207,7 @@ def run_data(
             rows=rows,
             shingle_size=cfg.dedup.shingle_size,
             verify_threshold=cfg.dedup.verify_threshold(),
+            index=index,
             concurrency=concurrency,
         )
         ds, dedup_keys, dedup_stats = dedup.documents, dedup.keys, dedup.stats
@@ -221,52 +236,230 @@ def run_data(
         r["id"]: r["n_chars"]
         for r in kept.map_batches(_id_and_length, batch_format="pyarrow").take_all()
     }
-    kept_ids = list(doc_chars)
+    stats = {
+        "input_files": len(files),
+        "read": reader_stats,
+        "counters": counters,
+        "dedup": dedup_stats,
+        "seconds": {
+            "read_extract_filter": round(t_stages - t0, 2),
+            "dedup": round(t_dedup - t_stages, 2),
+        },
+    }
+    return Processed(kept, ledger, doc_chars, counters, reject_samples, dedup_keys, stats)
+
+
+def prepare_tokenizer(cfg: DataConfig, store: DatasetStore, processed: Processed):
+    """The run's tokenizer: the one named by ``cfg.tokenizer.path``, or a trained BPE.
+
+    A trained tokenizer is reused from the store when the same documents and settings trained
+    it before. Returns the tokenizer, its tokenizer.json path in the store, and the manifest's
+    description of it.
+    """
+    from tokenizers import Tokenizer
+
+    tcfg = cfg.tokenizer
+    if tcfg.path is not None:
+        text, eos_token = read_given_tokenizer(tcfg.path, tcfg.eos_token)
+        fingerprint = file_tokenizer_id(text)
+        tok_dir = store.tokenizer_dir(fingerprint)
+        tokenizer_path = tok_dir / "tokenizer.json"
+        if not tokenizer_path.exists():
+            atomic_write_text(tokenizer_path, text)
+            atomic_write_json(
+                tok_dir / "meta.json",
+                {"fingerprint": fingerprint, "source": str(tcfg.path), "eos_token": eos_token},
+            )
+        tokenizer = Tokenizer.from_str(text)
+    else:
+        eos_token = tcfg.eos_token or EOS_TOKEN
+        fingerprint = training_fingerprint(processed.doc_chars, tcfg.model_dump())
+        tok_dir = store.tokenizer_dir(fingerprint)
+        tokenizer_path = tok_dir / "tokenizer.json"
+        if tokenizer_path.exists():
+            tokenizer = load_tokenizer(tokenizer_path)
+            log.info("tokenizer: reusing %s", tok_dir)
+        else:
+            texts = (row["text"] for row in processed.kept.select_columns(["text"]).iter_rows())
+            tokenizer = train_bpe(
+                texts,
+                vocab_size=tcfg.vocab_size,
+                min_frequency=tcfg.min_frequency,
+                eos_token=eos_token,
+                special_tokens=[t for t in tcfg.special_tokens if t != eos_token],
+            )
+            save_tokenizer(
+                tokenizer,
+                tok_dir,
+                {
+                    "fingerprint": fingerprint,
+                    "settings": tcfg.model_dump(),
+                    "documents": len(processed.doc_chars),
+                },
+            )
+    vocab_size = id_space(tokenizer)
+    info = {
+        "fingerprint": fingerprint,
+        "path": os.path.relpath(tokenizer_path, store.root),
+        "vocab_size": vocab_size,
+        "eos_token": eos_token,
+        "eos_id": tokenizer.token_to_id(eos_token),
+        # Checked by `kiln data verify`: the file the shards were encoded with.
+        "sha256": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest(),
+        "special_tokens": sorted(
+            t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special
+        ),
+    }
+    return tokenizer, tokenizer_path, info
+
+
+def write_shards(
+    kept,
+    tokenizer_json: str,
+    folder: Path,
+    val_ids: frozenset[str],
+    eos_id: int,
+    *,
+    batch_size: int,
+    concurrency: int,
+) -> list[dict]:
+    """Tokenize the kept documents into shards in ``folder`` on Ray workers; one row a shard."""
+    import ray
+
+    rows = kept.map_batches(
+        ShardWriterFn,
+        fn_constructor_args=(tokenizer_json, str(folder), val_ids, eos_id),
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(concurrency, kept.num_blocks()))),
+    ).take_all()
+    rows.sort(key=lambda r: (r["split"], r["name"]))
+    return rows
+
+
+def split_totals(shard_rows: list[dict]) -> dict:
+    return {
+        split: {
+            "tokens": sum(r["tokens"] for r in shard_rows if r["split"] == split),
+            "documents": sum(r["documents"] for r in shard_rows if r["split"] == split),
+            "shards": sum(1 for r in shard_rows if r["split"] == split),
+        }
+        for split in ("train", "val")
+    }
+
+
+def resolve_inputs(cfg: DataConfig, store: DatasetStore) -> tuple[list, dict | None]:
+    """Crawl first if the config says so, then expand every input; (files, crawl stats)."""
+    specs: list = list(cfg.inputs)
+    crawl_stats = None
+    if cfg.crawl is not None:
+        from pipeline.crawl import run_crawl
+
+        # Crawled pages land as WARC files in the store and are read like any other archive.
+        crawl = run_crawl(cfg.crawl, store.root / "raw" / "crawl")
+        crawl_stats = crawl.stats
+        specs += [(str(path), "warc") for path in crawl.warc_files]
+    files = discover_inputs(specs)
+    if not files:
+        raise FileNotFoundError(
+            f"nothing to read: the crawl stored no pages ({crawl_stats}) and no inputs are set"
+        )
+    return files, crawl_stats
+
+
+def write_dedup_keys(dedup_keys, folder: Path) -> dict:
+    """Store the bucket keys of a version's new documents in its folder; the manifest entry."""
+    # The bucket keys of this version's documents, so a later refresh dedupes against them
+    # without recomputing their signatures (pipeline/dedup.py, DedupIndex).
+    dedup_keys.write_parquet(str(folder / DedupIndex.FOLDER))
+    return {
+        "folder": DedupIndex.FOLDER,
+        "rows": sum(
+            pq.read_metadata(p).num_rows for p in (folder / DedupIndex.FOLDER).glob("*.parquet")
+        ),
+    }
+
+
+def run_data(
+    cfg: DataConfig,
+    store: DatasetStore,
+    run: str,
+    *,
+    concurrency: int = 2,
+    hold_lock: bool = True,
+) -> DataResult:
+    """Run the whole data side for one run name and commit a dataset version.
+
+    The commit takes the dataset's lock (:meth:`DatasetStore.lock`) unless ``hold_lock`` is
+    False, for a caller that holds it already (a refresh building a first version).
+    """
+    t0 = time.time()
+    run_dir = store.run_dir(run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    files, crawl_stats = resolve_inputs(cfg, store)
+    log.info("data: %d inputs", len(files))
+    processed = process_inputs(cfg, files, run_dir, concurrency=concurrency)
+    ledger = processed.ledger
+    t_dedup = time.time()
     try:
-        val_ids = choose_validation(doc_chars, cfg.shards.val_fraction)
+        val_ids = choose_validation(processed.doc_chars, cfg.shards.val_fraction)
     except InputError as exc:
         raise InputError(f"{exc}. Ledger of this run:\n{ledger.format()}") from None
 
-    # Tokenizer: reuse the stored one when the same documents and settings trained it before.
-    tok_settings = cfg.tokenizer.model_dump()
-    fingerprint = training_fingerprint(kept_ids, tok_settings)
-    tok_dir = store.tokenizer_dir(fingerprint)
-    tokenizer_path = tok_dir / "tokenizer.json"
-    if tokenizer_path.exists():
-        tokenizer = load_tokenizer(tokenizer_path)
-        log.info("tokenizer: reusing %s", tok_dir)
-    else:
-        texts = (row["text"] for row in kept.select_columns(["text"]).iter_rows())
-        tokenizer = train_bpe(
-            texts, vocab_size=cfg.tokenizer.vocab_size, min_frequency=cfg.tokenizer.min_frequency
-        )
-        save_tokenizer(
-            tokenizer,
-            tok_dir,
-            {"fingerprint": fingerprint, "settings": tok_settings, "documents": len(kept_ids)},
-        )
+    tokenizer, tokenizer_path, tok_info = prepare_tokenizer(cfg, store, processed)
     t_tok = time.time()
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
-    vocab_size = tokenizer.get_vocab_size()
 
-    parent = store.current_version(cfg.dataset_name)
+    with store.lock(cfg.dataset_name) if hold_lock else contextlib.nullcontext():
+        store.discard_uncommitted(cfg.dataset_name)
+        parent = store.current_version(cfg.dataset_name)
+        version, splits = _commit_build(
+            cfg, store, run, files, processed, tokenizer, tok_info, val_ids, parent, concurrency
+        )
+    version_dir = store.dataset_dir(cfg.dataset_name) / version
+    t_end = time.time()
+
+    stats = {
+        **processed.stats,
+        **({"crawl": crawl_stats} if crawl_stats is not None else {}),
+        "splits": splits,
+        "dataset_version": str(version_dir),
+    }
+    stats["seconds"].update(tokenizer=round(t_tok - t_dedup, 2), total=round(t_end - t0, 2))
+    atomic_write_text(
+        run_dir / "rejects_sample.jsonl",
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in processed.reject_samples),
+    )
+    atomic_write_json(run_dir / "stats.json", stats)
+    return DataResult(
+        version, version_dir, tokenizer_path, ledger, run_dir, stats, processed.reject_samples
+    )
+
+
+def _commit_build(
+    cfg: DataConfig,
+    store: DatasetStore,
+    run: str,
+    files: list,
+    processed: Processed,
+    tokenizer,
+    tok_info: dict,
+    val_ids: frozenset[str],
+    parent: Path | None,
+    concurrency: int,
+) -> tuple[str, dict]:
+    """Write a fresh version (all shards from this run's documents) and make it current."""
     with store.new_version(cfg.dataset_name) as (version, tmp):
-        shard_rows = kept.map_batches(
-            ShardWriterFn,
-            fn_constructor_args=(tokenizer.to_str(), str(tmp), val_ids, eos_id),
-            batch_format="pyarrow",
+        shard_rows = write_shards(
+            processed.kept,
+            tokenizer.to_str(),
+            tmp,
+            val_ids,
+            tok_info["eos_id"],
             batch_size=cfg.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=max(1, min(concurrency, kept.num_blocks()))),
-        ).take_all()
-        shard_rows.sort(key=lambda r: (r["split"], r["name"]))
-        splits = {
-            split: {
-                "tokens": sum(r["tokens"] for r in shard_rows if r["split"] == split),
-                "documents": sum(r["documents"] for r in shard_rows if r["split"] == split),
-                "shards": sum(1 for r in shard_rows if r["split"] == split),
-            }
-            for split in ("train", "val")
-        }
+            concurrency=concurrency,
+        )
+        splits = split_totals(shard_rows)
         manifest = {
             "format_version": FORMAT_VERSION,
             "dataset": cfg.dataset_name,
@@ -274,53 +467,16 @@ def run_data(
             "parent": parent.name if parent else None,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "run": run,
-            "dtype": dtype_for_vocab(vocab_size).name,
-            "tokenizer": {
-                "fingerprint": fingerprint,
-                "path": os.path.relpath(tokenizer_path, store.root),
-                "vocab_size": vocab_size,
-                "eos_token": EOS_TOKEN,
-                "eos_id": eos_id,
-            },
+            "kind": "build",
+            "dtype": dtype_for_vocab(tok_info["vocab_size"]).name,
+            "tokenizer": tok_info,
             "splits": splits,
             "shards": shard_rows,
             "inputs": [input_identity(f) for f in files],
             "config": cfg.model_dump(),
-            "ledger": ledger.to_dict(),
+            "ledger": processed.ledger.to_dict(),
         }
-        if dedup_keys is not None:
-            # The bucket keys of this version's documents, so a later refresh dedupes against
-            # them without recomputing their signatures (pipeline/dedup.py, DedupIndex).
-            dedup_keys.write_parquet(str(tmp / DedupIndex.FOLDER))
-            manifest["dedup_keys"] = {
-                "folder": DedupIndex.FOLDER,
-                "rows": sum(
-                    pq.read_metadata(p).num_rows
-                    for p in (tmp / DedupIndex.FOLDER).glob("*.parquet")
-                ),
-            }
+        if processed.dedup_keys is not None:
+            manifest["dedup_keys"] = write_dedup_keys(processed.dedup_keys, tmp)
         atomic_write_json(tmp / "manifest.json", manifest)
-    version_dir = store.dataset_dir(cfg.dataset_name) / version
-    t_end = time.time()
-
-    stats = {
-        "input_files": len(files),
-        "read": reader_stats,
-        **({"crawl": crawl_stats} if crawl_stats is not None else {}),
-        "counters": counters,
-        "dedup": dedup_stats,
-        "splits": splits,
-        "seconds": {
-            "read_extract_filter": round(t_stages - t0, 2),
-            "dedup": round(t_dedup - t_stages, 2),
-            "tokenizer": round(t_tok - t_dedup, 2),
-            "total": round(t_end - t0, 2),
-        },
-        "dataset_version": str(version_dir),
-    }
-    atomic_write_text(
-        run_dir / "rejects_sample.jsonl",
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in reject_samples),
-    )
-    atomic_write_json(run_dir / "stats.json", stats)
-    return DataResult(version, version_dir, tokenizer_path, ledger, run_dir, stats, reject_samples)
+    return version, splits

@@ -32,6 +32,7 @@ __all__ = [
     "ShardWriterFn",
     "TokenShards",
     "dtype_for_vocab",
+    "id_space",
     "read_manifest",
     "sha256_file",
     "verify_version",
@@ -55,6 +56,14 @@ SHARD_RECORD_SCHEMA = pa.schema(
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     """uint16 only when every token id (0 .. vocab_size-1) fits in it."""
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def id_space(tokenizer) -> int:
+    """One more than the largest id the tokenizer can emit (its vocabulary, added tokens too).
+
+    Not always ``get_vocab_size()``: a tokenizer.json given by path may leave holes in its ids.
+    """
+    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
 
 def sha256_file(path: str | Path) -> str:
@@ -103,16 +112,23 @@ class ShardWriterFn:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        # A document that contains the text "<|endoftext|>" must not put a second EOS into the
+        # stream: special tokens are only ever written between documents, by _write_shard.
+        self.tokenizer.encode_special_tokens = True
         self.folder = Path(folder)
         self.val_ids = val_ids
         self.eos_id = eos_id
-        self.dtype = dtype_for_vocab(self.tokenizer.get_vocab_size())
+        self.dtype = dtype_for_vocab(id_space(self.tokenizer))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         docs = [d for d in from_table(batch) if is_kept(d)]
         records = []
         if docs:
-            encodings = self.tokenizer.encode_batch([d["text"] for d in docs])
+            # add_special_tokens=False: a given tokenizer's post-processor (BOS, ...) adds
+            # nothing; the shard format has exactly one EOS per document and nothing else.
+            encodings = self.tokenizer.encode_batch(
+                [d["text"] for d in docs], add_special_tokens=False
+            )
             for split in ("train", "val"):
                 chosen = [
                     (d, e.ids)
@@ -140,26 +156,41 @@ def read_manifest(version_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def verify_version(version_dir: str | Path) -> list[str]:
-    """Re-check every shard against the manifest; return the problems found (empty if none)."""
+def verify_version(version_dir: str | Path, checksum_only: set[str] | None = None) -> list[str]:
+    """Re-check every shard against the manifest; return the problems found (empty if none).
+
+    With ``checksum_only``, only the shards of those names are hashed; the others are checked
+    for presence and size (cheap, for shards a parent version verified already).
+    """
     version_dir = Path(version_dir)
     manifest = read_manifest(version_dir)
     dtype = np.dtype(manifest["dtype"])
     problems = []
     for shard in manifest["shards"]:
-        for suffix, key in (
-            (".bin", "bin_sha256"),
-            (".idx", "idx_sha256"),
-            (".docs.jsonl", "docs_sha256"),
-        ):
-            path = version_dir / f"{shard['name']}{suffix}"
-            if not path.exists():
-                problems.append(f"{path.name}: missing")
-            elif sha256_file(path) != shard[key]:
-                problems.append(f"{path.name}: checksum differs from the manifest")
+        if checksum_only is not None and shard["name"] not in checksum_only:
+            for suffix in (".bin", ".idx", ".docs.jsonl"):
+                if not (version_dir / f"{shard['name']}{suffix}").exists():
+                    problems.append(f"{shard['name']}{suffix}: missing")
+        else:
+            problems += _checksum_problems(version_dir, shard)
         bin_path = version_dir / f"{shard['name']}.bin"
         if bin_path.exists() and bin_path.stat().st_size != shard["tokens"] * dtype.itemsize:
             problems.append(f"{bin_path.name}: size does not match {shard['tokens']} tokens")
+    return problems
+
+
+def _checksum_problems(version_dir: Path, shard: dict) -> list[str]:
+    problems = []
+    for suffix, key in (
+        (".bin", "bin_sha256"),
+        (".idx", "idx_sha256"),
+        (".docs.jsonl", "docs_sha256"),
+    ):
+        path = version_dir / f"{shard['name']}{suffix}"
+        if not path.exists():
+            problems.append(f"{path.name}: missing")
+        elif sha256_file(path) != shard[key]:
+            problems.append(f"{path.name}: checksum differs from the manifest")
     return problems
 
 

@@ -16,7 +16,10 @@ The store is a local folder for now; object stores through pyarrow filesystems a
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "DatasetStore",
+    "StoreLockedError",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
@@ -36,6 +40,13 @@ __all__ = [
 ]
 
 _VERSION = re.compile(r"^v(\d{4,})$")
+_STAGING = re.compile(r"^\.v\d{4,}\.tmp-[0-9a-f]+$")
+
+log = logging.getLogger(__name__)
+
+
+class StoreLockedError(RuntimeError):
+    """Another process is changing the same dataset line right now."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -128,4 +139,57 @@ class DatasetStore:
         final = self.dataset_dir(name) / version
         with staging_dir(final) as tmp:
             yield version, tmp
+        self.set_current(name, version)
+
+    def set_current(self, name: str, version: str) -> None:
+        """Point CURRENT at a committed version (an atomic rename, the commit's last step)."""
+        if not (self.dataset_dir(name) / version).is_dir():
+            raise FileNotFoundError(f"dataset {name!r} has no version {version}")
         atomic_write_text(self.dataset_dir(name) / "CURRENT", version + "\n")
+
+    def uncommitted(self, name: str) -> list[Path]:
+        """What a killed job left behind: staging folders, and versions newer than CURRENT.
+
+        A version folder newer than CURRENT was renamed into place by a job killed before it
+        moved the pointer; no reader ever saw it.
+        """
+        folder = self.dataset_dir(name)
+        if not folder.is_dir():
+            return []
+        current = self.current_version(name)
+        floor = int(current.name[1:]) if current is not None else 0
+        staging = [p for p in folder.iterdir() if p.is_dir() and _STAGING.match(p.name)]
+        newer = [folder / v for v in self.versions(name) if int(v[1:]) > floor]
+        return sorted(staging) + newer
+
+    def discard_uncommitted(self, name: str, keep: Path | None = None) -> None:
+        """Delete what :meth:`uncommitted` lists (but ``keep``); call only under :meth:`lock`."""
+        for path in self.uncommitted(name):
+            if path != keep:
+                log.info("store: removing %s, left by an interrupted job", path)
+                shutil.rmtree(path)
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the dataset line's lock: one writer (data job or refresh) at a time.
+
+        An flock on ``datasets/<name>/.lock``: the kernel drops it when the holder exits, so a
+        killed job never leaves a stale lock. A second writer fails at once rather than wait,
+        so overlapping scheduled refreshes do not queue up.
+        """
+        folder = self.dataset_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise StoreLockedError(
+                        f"dataset {name!r} in {self.root} is being written by another process "
+                        f"(its lock datasets/{name}/.lock is held); try again when it finishes"
+                    ) from None
+                raise
+            yield
+        finally:
+            os.close(fd)
