@@ -75,17 +75,17 @@ def loglikelihoods(
 ) -> list[tuple[float, bool]]:
     """For each (context, continuation) token pair: (sum of log p(continuation | context),
     whether every continuation token is the argmax). A context too long for the model keeps
-    its end; a continuation that alone fills the context is an error."""
+    its end; a continuation longer than the context is an error."""
     block = model.config.block_size
     device = _device(model)
     rows = []
     for i, (context, continuation) in enumerate(requests):
         if not continuation:
             raise ValueError(f"request {i} has an empty continuation")
-        if len(continuation) >= block:
+        if len(continuation) > block:
             raise ValueError(
-                f"request {i}: continuation of {len(continuation)} tokens does not fit the "
-                f"model's context of {block} tokens with at least one token before it"
+                f"request {i}: continuation of {len(continuation)} tokens is longer than the "
+                f"model's context of {block} tokens"
             )
         if not context:
             raise ValueError(f"request {i} has an empty context (give at least one token)")
