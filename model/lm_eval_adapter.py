@@ -13,9 +13,14 @@ results come from the same arithmetic:
 From Python::
 
     import lm_eval
+    from lm_eval.tasks import TaskManager
     from model.lm_eval_adapter import KilnLM, local_task
     lm = KilnLM("kiln-out/runs/<run>/train/final")
-    lm_eval.simple_evaluate(model=lm, tasks=[local_task("jobs/tasks/kiln_sample_choice.yaml")])
+    lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[local_task("jobs/tasks/kiln_sample_choice.yaml")],
+        task_manager=TaskManager(include_defaults=False),  # skip indexing lm-eval's own tasks
+    )
 
 or from lm-eval's command line, once this module is imported (it registers the name ``kiln``).
 Local task files (jobs/tasks/*.yaml) read local JSON lines, so no hub is needed.

@@ -8,6 +8,8 @@ import torch
 from model.generate import PromptTooLongError, apply_repetition_penalty, generate, generate_batch
 from model.gpt import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EOS = 96
 
 

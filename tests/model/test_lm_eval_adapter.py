@@ -13,6 +13,8 @@ lm_eval = pytest.importorskip("lm_eval")
 from model.lm_eval_adapter import KilnLM, local_task  # noqa: E402
 from model.scores import choice_accuracy, load_choice_items  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TASKS = REPO / "jobs" / "tasks"
 
 
@@ -47,7 +49,6 @@ def test_the_three_request_types_answer_directly(final):
     assert all(isinstance(o, str) for o in outs) and "e" not in outs[0]
 
 
-@pytest.mark.slow  # lm-eval indexes its own task catalogue first: about 20-50 s here
 def test_simple_evaluate_runs_local_tasks_offline(final, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -60,7 +61,13 @@ def test_simple_evaluate_runs_local_tasks_offline(final, monkeypatch):
             "kiln_sample_generate.yaml",
         )
     ]
-    out = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=8, log_samples=False)
+    from lm_eval.tasks import TaskManager
+
+    # Without lm-eval's own catalogue of thousands of task files, which it would index first.
+    manager = TaskManager(include_defaults=False)
+    out = lm_eval.simple_evaluate(
+        model=lm, tasks=tasks, limit=8, log_samples=False, task_manager=manager
+    )
     results = out["results"]
     choice = results["kiln_sample_choice"]
     assert 0 <= choice["acc,none"] <= 1 and 0 <= choice["acc_norm,none"] <= 1

@@ -20,6 +20,8 @@ from model.scores import (
 )
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def small_model(vocab: int = 500, block_size: int = 64) -> GPT:
     torch.manual_seed(0)

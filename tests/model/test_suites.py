@@ -18,6 +18,8 @@ from model.suites import (
 from pipeline.tokenizer import EOS_TOKEN
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def check(spec: dict):
     return (
