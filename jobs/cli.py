@@ -234,6 +234,9 @@ def _eval(args) -> int:
     if c.get("accuracy") is not None:
         print(f"cloze {c['accuracy']:.1%} on {c['items']} items (chance {c['chance']:.1%})")
     for name, m in results["multiple_choice"].items():
+        if m["accuracy"] is None:
+            print(f"{name}: no item fits the model's context")
+            continue
         print(
             f"{name}: {m['accuracy']:.1%} summed, {m['accuracy_norm']:.1%} per byte on "
             f"{m['items']} items (chance {m['chance']:.0%})"

@@ -419,6 +419,7 @@ def format_summary(state: dict) -> str:
         extra += [
             f"{k} {v['accuracy']:.0%} (per byte {v['accuracy_norm']:.0%}, chance {v['chance']:.0%})"
             for k, v in e.get("multiple_choice", {}).items()
+            if v["accuracy"] is not None
         ]
         if "eval_report" in e:
             lines.append(f"  eval report      {rel(e['eval_report'])}  ({'; '.join(extra)})")

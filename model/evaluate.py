@@ -274,6 +274,11 @@ def format_report(results: dict) -> str:
         f"| {_pct(c.get('chance'))} |"
     )
     for name, m in results.get("multiple_choice", {}).items():
+        if m.get("skipped_too_long"):
+            lines.append(
+                f"| {name}: items skipped, an ending longer than the context "
+                f"| {m['skipped_too_long']} | | |"
+            )
         lines.append(
             f"| {name}: summed log-likelihood | {m['items']} | {_pct(m['accuracy'])} "
             f"| {_pct(m['chance'])} |"

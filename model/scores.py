@@ -260,19 +260,33 @@ def load_choice_items(path: str | Path) -> list[dict]:
 
 
 def choice_accuracy(model, tokenizer, items: list[dict], *, batch_size: int = 16) -> dict:
-    """Rank each item's endings by summed and by per-byte log-likelihood."""
-    requests, spans = [], []
+    """Rank each item's endings by summed and by per-byte log-likelihood. An item with an
+    ending longer than the model's context cannot be scored; it is skipped and counted."""
+    block = model.config.block_size
+    requests, spans, scored_items = [], [], []
+    skipped = 0
     for item in items:
+        # Endings start with their space, so they tokenize as they would after the context.
+        endings = [tokenizer.encode(" " + e.lstrip()).ids for e in item["endings"]]
+        if max(len(e) for e in endings) >= block:
+            skipped += 1
+            continue
         context = tokenizer.encode(item["context"]).ids
-        first = len(requests)
-        for ending in item["endings"]:
-            # Endings start with their space, so they tokenize as they would after the context.
-            requests.append((context, tokenizer.encode(" " + ending.lstrip()).ids))
-        spans.append((first, len(item["endings"])))
+        spans.append((len(requests), len(endings)))
+        requests.extend((context, e) for e in endings)
+        scored_items.append(item)
+    result: dict = {"items": len(scored_items), "skipped_too_long": skipped}
+    result["chance"] = (
+        sum(1 / len(i["endings"]) for i in scored_items) / len(scored_items)
+        if scored_items
+        else None
+    )
+    if not scored_items:
+        return {**result, "accuracy": None, "accuracy_norm": None, "accuracy_by_language": {}}
     scored = loglikelihoods(model, requests, batch_size=batch_size)
     hits = hits_norm = 0
     by_language: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for item, (first, n) in zip(items, spans, strict=True):
+    for item, (first, n) in zip(scored_items, spans, strict=True):
         lls = [scored[first + k][0] for k in range(n)]
         per_byte = [
             ll / len((" " + e.lstrip()).encode())
@@ -285,9 +299,8 @@ def choice_accuracy(model, tokenizer, items: list[dict], *, batch_size: int = 16
         by_language[lang][0] += hit
         by_language[lang][1] += 1
     return {
-        "items": len(items),
-        "accuracy": hits / len(items),
-        "accuracy_norm": hits_norm / len(items),
-        "chance": sum(1 / len(i["endings"]) for i in items) / len(items),
+        **result,
+        "accuracy": hits / len(scored_items),
+        "accuracy_norm": hits_norm / len(scored_items),
         "accuracy_by_language": {k: h / t for k, (h, t) in sorted(by_language.items())},
     }

@@ -211,6 +211,9 @@ def run_suite(model, tokenizer, suite: Suite, *, eos_id: int, batch_size: int = 
     context = model.config.block_size
     for members in groups.values():
         d = decodings[members[0]]
+        # A model whose whole context is shorter than the tokens asked for still gets a prompt
+        # token; the result records the cap.
+        max_new = min(d.max_new_tokens, context - 1)
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
             prompts = []
@@ -218,11 +221,11 @@ def run_suite(model, tokenizer, suite: Suite, *, eos_id: int, batch_size: int = 
                 ids = tokenizer.encode(suite.tests[i].prompt).ids
                 # A suite written for a long context still runs on a short one: keep the end
                 # of a prompt that would not fit, and say so in the result.
-                prompts.append(ids[-(context - d.max_new_tokens) :])
+                prompts.append(ids[-(context - max_new) :])
             gens = generate_batch(
                 model,
                 prompts,
-                max_new_tokens=d.max_new_tokens,
+                max_new_tokens=max_new,
                 min_new_tokens=d.min_new_tokens,
                 eos_id=eos_id,
                 temperature=d.temperature,
@@ -234,6 +237,8 @@ def run_suite(model, tokenizer, suite: Suite, *, eos_id: int, batch_size: int = 
                 seed=d.seed if d.temperature > 0 else None,
             )
             for i, ids, gen in zip(chunk, prompts, gens, strict=True):
+                if max_new < d.max_new_tokens:
+                    gen.notes.append(f"max_new_tokens capped at {max_new} by the context")
                 generations[i] = (len(ids), gen)
 
     results = []

@@ -132,3 +132,13 @@ def test_a_bad_task_line_names_its_line(tmp_path):
     path.write_text(json.dumps({"context": "a", "endings": ["b", "c"], "label": 2}) + "\n")
     with pytest.raises(ValueError, match=r"t.jsonl:1: 'label'"):
         load_choice_items(path)
+
+
+def test_an_item_whose_ending_outgrows_the_context_is_skipped_and_counted(version):
+    tok = Tokenizer.from_file(str(version / "tokenizer.json"))
+    items = load_choice_items(REPO / "jobs" / "tasks" / "sample_choice.jsonl")
+    # German endings under this English vocabulary exceed a 32-token context.
+    model = GPT(GPTConfig(vocab_size=500, block_size=32, n_layer=1, n_head=2, d_model=16)).eval()
+    result = choice_accuracy(model, tok, items)
+    assert result["skipped_too_long"] > 0
+    assert result["items"] + result["skipped_too_long"] == len(items)
