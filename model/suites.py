@@ -170,7 +170,7 @@ def distinct_n(text: str, n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
-def run_check(check, text: str, tokens: int, stop_reason: str) -> tuple[bool, str]:
+def run_check(check: Check, text: str, tokens: int, stop_reason: str) -> tuple[bool, str]:
     """Apply one check to a continuation; returns (passed, why)."""
     if isinstance(check, ContainsCheck):
         hay, needle = (
