@@ -174,14 +174,9 @@ def link_bucket(group: pa.Table, threshold: float | None) -> pa.Table:
                 continue
         links.append(
             {
-                "a": anchor["id"],
-                "a_hash": anchor["text_hash"],
-                "a_chars": anchor["n_chars"],
-                "a_old": anchor["old"],
-                "b": r["id"],
-                "b_hash": r["text_hash"],
-                "b_chars": r["n_chars"],
-                "b_old": r["old"],
+                "a": anchor["id"], "a_hash": anchor["text_hash"], "a_chars": anchor["n_chars"],
+                "a_old": anchor["old"], "b": r["id"], "b_hash": r["text_hash"],
+                "b_chars": r["n_chars"], "b_old": r["old"],
             }
         )
     return pa.Table.from_pylist(links, schema=_LINK_SCHEMA)
@@ -231,12 +226,8 @@ def cluster(links: list[dict]) -> tuple[dict[str, Duplicate], list[int]]:
             key = node_key(link[side], link[f"{side}_old"])
             nodes.setdefault(
                 key,
-                {
-                    "id": link[side],
-                    "text_hash": link[f"{side}_hash"],
-                    "n_chars": link[f"{side}_chars"],
-                    "old": link[f"{side}_old"],
-                },
+                {"id": link[side], "text_hash": link[f"{side}_hash"],
+                 "n_chars": link[f"{side}_chars"], "old": link[f"{side}_old"]},
             )
         uf.union(node_key(link["a"], link["a_old"]), node_key(link["b"], link["b_old"]))
     components: dict[str, list[dict]] = {}
@@ -316,7 +307,9 @@ class DedupIndex:
 
     def __init__(self, version_dirs: list[Path]):
         self.parts = [
-            p for v in version_dirs for p in sorted((Path(v) / self.FOLDER).glob("*.parquet"))
+            p
+            for v in version_dirs
+            for p in sorted((Path(v) / self.FOLDER).glob("*.parquet"))
         ]
 
     def dataset(self):
@@ -383,7 +376,9 @@ def run_dedup(
     groupby_kwargs = {"num_partitions": concurrency} if concurrency else {}
     links = (
         candidates.groupby("key", **groupby_kwargs)
-        .map_groups(link_bucket, fn_kwargs={"threshold": verify_threshold}, batch_format="pyarrow")
+        .map_groups(
+            link_bucket, fn_kwargs={"threshold": verify_threshold}, batch_format="pyarrow"
+        )
         .take_all()
     )
     duplicates, sizes = cluster(links)

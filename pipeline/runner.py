@@ -26,6 +26,7 @@ from pipeline.dedup import DedupIndex, run_dedup
 from pipeline.errors import InputError
 from pipeline.extract import ExtractStage
 from pipeline.filters import LanguageFilter, LengthFilter
+from pipeline.read import READ_STAGE, ReadStats, discover_inputs, input_identity, read_batch
 from pipeline.ledger import (
     COUNTER_KEYS,
     Ledger,
@@ -36,7 +37,6 @@ from pipeline.ledger import (
 )
 from pipeline.pii import PIIStage
 from pipeline.quality import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
-from pipeline.read import READ_STAGE, ReadStats, discover_inputs, input_identity, read_batch
 from pipeline.shards import FORMAT_VERSION, ShardWriterFn, dtype_for_vocab
 from pipeline.stage import Stage, apply_stages
 from pipeline.store import DatasetStore, atomic_write_json, atomic_write_text, staging_dir
@@ -294,10 +294,7 @@ def run_data(
             dedup_keys.write_parquet(str(tmp / DedupIndex.FOLDER))
             manifest["dedup_keys"] = {
                 "folder": DedupIndex.FOLDER,
-                "rows": sum(
-                    pq.read_metadata(p).num_rows
-                    for p in (tmp / DedupIndex.FOLDER).glob("*.parquet")
-                ),
+                "rows": sum(pq.read_metadata(p).num_rows for p in (tmp / DedupIndex.FOLDER).glob("*.parquet")),
             }
         atomic_write_json(tmp / "manifest.json", manifest)
     version_dir = store.dataset_dir(cfg.dataset_name) / version

@@ -124,8 +124,6 @@ def test_data_needs_inputs_or_a_crawl(tmp_path):
     path.write_text("data: {dataset_name: x}\n")
     with pytest.raises(ConfigError, match="inputs, a crawl, or both"):
         load_job_config(path)
-
-
 def test_decontamination_defaults_to_the_eval_prompts_and_files_resolve(tmp_path):
     cfg = load_job_config()
     assert cfg.data.decontam.texts == cfg.eval.prompts

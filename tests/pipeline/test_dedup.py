@@ -130,9 +130,7 @@ def test_verification_drops_links_below_the_threshold():
     words = [f"word{i}" for i in range(400)]
     a = make_document("web", "a", text=" ".join(words))
     # 60 words changed: Jaccard of 5-gram sets about 0.72; 28 bands of 4 rows link it surely.
-    b = make_document(
-        "web", "b", text=" ".join(f"other{i}" for i in range(60)) + " " + " ".join(words[60:])
-    )
+    b = make_document("web", "b", text=" ".join(f"other{i}" for i in range(60)) + " " + " ".join(words[60:]))
     assert len(dedup_in_process([a, b], bands=28, rows=4)) == 1
     assert len(dedup_in_process([a, b], bands=28, rows=4, threshold=0.5)) == 1
     assert dedup_in_process([a, b], bands=28, rows=4, threshold=0.9) == {}
@@ -152,9 +150,7 @@ def test_labelled_pairs_of_the_corpus():
     for row in rows:
         prefix = "neardup/" if row["kind"] == "book" else ""
         docs = [
-            make_document(
-                "x", row[side], text=_main_text(prefix + row[side].removeprefix("neardup/"))
-            )
+            make_document("x", row[side], text=_main_text(prefix + row[side].removeprefix("neardup/")))
             for side in ("a", "b")
         ]
         merged = bool(dedup_in_process(docs))
@@ -187,9 +183,7 @@ def test_same_kept_set_whatever_the_blocks_and_workers(ray_local, sample_docs):
 
 
 @pytest.mark.slow
-def test_incremental_run_removes_exactly_the_reappearing_documents(
-    ray_local, sample_docs, tmp_path
-):
+def test_incremental_run_removes_exactly_the_reappearing_documents(ray_local, sample_docs, tmp_path):
     first, later = sample_docs[:10], sample_docs[10:]
     result = run_dedup(
         ray_local.data.from_arrow(to_table(first)), num_perm=112, bands=14, rows=8, shingle_size=5
@@ -203,12 +197,8 @@ def test_incremental_run_removes_exactly_the_reappearing_documents(
     reappearing = [d for d in first if d["id"] in kept_first][:3]
     arrival = later + [dict(d) for d in reappearing]
     result2 = run_dedup(
-        ray_local.data.from_arrow(to_table(arrival)),
-        num_perm=112,
-        bands=14,
-        rows=8,
-        shingle_size=5,
-        index=DedupIndex([version]),
+        ray_local.data.from_arrow(to_table(arrival)), num_perm=112, bands=14, rows=8,
+        shingle_size=5, index=DedupIndex([version]),
     )
     rows = result2.documents.take_all()
     dropped = {r["id"]: r for r in rows if r["drop_reason"] is not None}
