@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="score an exported checkpoint",
-        description="Validation loss, generation tests and cloze score of a checkpoint; writes "
-        "JSON. CHECKPOINT is the 'final' folder a training run exports.",
+        description="Validation loss (overall and per source), generation tests and suites, "
+        "cloze and multiple-choice accuracy of a checkpoint; writes JSON and a Markdown report "
+        "beside it. CHECKPOINT is the 'final' folder a training run exports.",
     )
     p.add_argument("checkpoint", help="exported checkpoint folder (<run>/train/final)")
     p.add_argument("--dataset", help="dataset version to score on (default: the one it trained on)")
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.config import ConfigError, load_job_config
     from jobs.launch import TrainingFailedError
     from model.checkpoint import CheckpointError
+    from model.suites import SuiteError
     from pipeline.errors import InputError
 
     try:
@@ -407,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_summary(state))
         return 0
-    except (ConfigError, InputError, CheckpointError, FileNotFoundError) as exc:
+    except (ConfigError, InputError, CheckpointError, SuiteError, FileNotFoundError) as exc:
         logging.getLogger("kiln").debug("where it failed", exc_info=True)  # -v shows it
         print(f"kiln: {exc}", file=sys.stderr)
         return 2
@@ -418,19 +420,37 @@ def main(argv: list[str] | None = None) -> int:
 
 def _eval(args) -> int:
     from jobs.config import load_job_config
-    from model.evaluate import evaluate
-    from pipeline.store import atomic_write_json
+    from model.evaluate import evaluate, format_report
+    from pipeline.store import atomic_write_json, atomic_write_text
 
     cfg = load_job_config(args.config, list(args.overrides))
     results = evaluate(args.checkpoint, args.dataset, cfg.eval.model_dump())
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
     atomic_write_json(out, results)
+    report = out.with_suffix(".md")
+    atomic_write_text(report, format_report(results))
     v, g, c = results["validation"], results["generation"], results["cloze"]
+    print(
+        f"checkpoint {results['checkpoint']} (run {results['training_run']}, dataset "
+        f"{results['dataset']['version']} at {results['dataset']['dir']})"
+    )
     print(f"val loss {v['loss']:.4f} (perplexity {v['perplexity']:.1f}) on {v['tokens']:,} tokens")
+    for source, s in results["validation_by_source"]["by_source"].items():
+        print(f"  {source}: loss {s['loss']:.4f} (perplexity {s['perplexity']:.1f})")
     print(f"generation tests {g['passed']}/{g['total']} passed")
+    for name, s in results["suites"].items():
+        print(f"suite {name}: {s['passed']}/{s['total']} passed")
     if c.get("accuracy") is not None:
-        print(f"cloze {c['accuracy']:.1%} on {c['items']} items")
-    print(f"results written to {os.path.relpath(out)}")
+        print(f"cloze {c['accuracy']:.1%} on {c['items']} items (chance {c['chance']:.1%})")
+    for name, m in results["multiple_choice"].items():
+        if m["accuracy"] is None:
+            print(f"{name}: no item fits the model's context")
+            continue
+        print(
+            f"{name}: {m['accuracy']:.1%} summed, {m['accuracy_norm']:.1%} per byte on "
+            f"{m['items']} items (chance {m['chance']:.0%})"
+        )
+    print(f"results written to {os.path.relpath(out)}, report {os.path.relpath(report)}")
     return 0
 
 

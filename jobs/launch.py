@@ -72,15 +72,26 @@ def run_worker(config: dict, rank: int) -> dict:
         tracker.use_dataset(config["dataset_dir"])
         config = {**config, "wandb_run_id": tracker.run_id}
     try:
-        summary = train(
-            config, on_log=(lambda m: tracker.log(m, step=m["step"])) if tracker else None
-        )
+        summary = train(config, on_log=(lambda m: _log_metrics(tracker, m)) if tracker else None)
         if tracker is not None:
             tracker.summary({"final_loss": summary["final_loss"]})
         return summary
     finally:
         if tracker is not None:
             tracker.finish()
+
+
+def _log_metrics(tracker, metrics: dict) -> None:
+    """Send one step's metrics; a value {"columns": [...], "rows": [...]} (in-loop evaluation's
+    continuations) becomes a wandb table."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict) and set(value) == {"columns", "rows"}:
+            import wandb
+
+            value = wandb.Table(columns=value["columns"], data=value["rows"])
+        out[key] = value
+    tracker.log(out, step=metrics["step"])
 
 
 def ray_train_loop(config: dict) -> None:

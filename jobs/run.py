@@ -214,6 +214,7 @@ def _train_step(cfg: JobConfig, paths: RunPaths, version_dir: str, tokenizer_pat
     worker_cfg = {
         "model": cfg.model.resolved(),
         "train": cfg.train.model_dump(),
+        "eval": cfg.eval.model_dump(),  # in-loop evaluation (eval.every_steps)
         "dataset_dir": version_dir,
         "tokenizer_path": tokenizer_path,
         "out_dir": str(paths.train_dir),
@@ -246,10 +247,13 @@ def _train_step(cfg: JobConfig, paths: RunPaths, version_dir: str, tokenizer_pat
 
 
 def _eval_step(cfg: JobConfig, paths: RunPaths, final_dir: str, version_dir: str) -> dict:
-    from model.evaluate import evaluate
+    from model.evaluate import evaluate, format_report
+    from pipeline.store import atomic_write_text
 
     results = evaluate(final_dir, version_dir, cfg.eval.model_dump())
     atomic_write_json(paths.eval_json, results)
+    report = paths.eval_json.with_suffix(".md")
+    atomic_write_text(report, format_report(results))
     tracker = start_run(
         cfg.wandb.model_dump(),
         name=f"{paths.name}-train",
@@ -257,14 +261,7 @@ def _eval_step(cfg: JobConfig, paths: RunPaths, final_dir: str, version_dir: str
         directory=paths.wandb_dir,
         group=paths.name,
     )
-    tracker.summary(
-        {
-            "eval/val_loss": results["validation"]["loss"],
-            "eval/val_perplexity": results["validation"]["perplexity"],
-            "eval/generation_pass_rate": results["generation"]["pass_rate"],
-            "eval/cloze_accuracy": results["cloze"]["accuracy"],
-        }
-    )
+    tracker.summary(eval_summary(results))
     tracker.table(
         "eval/generations",
         ["prompt", "mode", "continuation", "stop_reason", "passed"],
@@ -273,13 +270,60 @@ def _eval_step(cfg: JobConfig, paths: RunPaths, final_dir: str, version_dir: str
             for c in results["generation"]["cases"]
         ],
     )
+    tracker.table(
+        "eval/suite_tests",
+        ["suite", "test", "language", "prompt", "continuation", "passed", "failed checks"],
+        [
+            [
+                suite,
+                t["name"],
+                t["language"],
+                t["prompt"],
+                t["continuation"],
+                t["passed"],
+                "; ".join(c["detail"] for c in t["checks"] if not c["passed"]),
+            ]
+            for suite, r in results["suites"].items()
+            for t in r["tests"]
+        ],
+    )
     tracker.finish()
     return {
         "eval_json": str(paths.eval_json),
+        "eval_report": str(report),
         "validation": results["validation"],
         "generation_pass_rate": results["generation"]["pass_rate"],
-        "cloze": results["cloze"],
+        "suites": {k: v["pass_rate"] for k, v in results["suites"].items()},
+        "cloze": {k: v for k, v in results["cloze"].items() if k != "examples"},
+        "multiple_choice": {
+            k: {
+                "accuracy": v["accuracy"],
+                "accuracy_norm": v["accuracy_norm"],
+                "chance": v["chance"],
+            }
+            for k, v in results["multiple_choice"].items()
+        },
     }
+
+
+def eval_summary(results: dict) -> dict:
+    """The headline numbers of an evaluation, as flat keys for a wandb summary."""
+    out = {
+        "eval/val_loss": results["validation"]["loss"],
+        "eval/val_perplexity": results["validation"]["perplexity"],
+        "eval/generation_pass_rate": results["generation"]["pass_rate"],
+        "eval/cloze_accuracy": results["cloze"]["accuracy"],
+        "eval/cloze_chance": results["cloze"].get("chance"),
+    }
+    for source, s in results["validation_by_source"]["by_source"].items():
+        out[f"eval/val_loss/{source}"] = s["loss"]
+    for name, r in results["suites"].items():
+        out[f"eval/suite/{name}/pass_rate"] = r["pass_rate"]
+    for name, r in results["multiple_choice"].items():
+        out[f"eval/choice/{name}/accuracy"] = r["accuracy"]
+        out[f"eval/choice/{name}/accuracy_norm"] = r["accuracy_norm"]
+        out[f"eval/choice/{name}/chance"] = r["chance"]
+    return out
 
 
 def run_job(
@@ -409,7 +453,7 @@ def format_summary(state: dict) -> str:
         cloze = e["cloze"]
         cloze_text = (
             f"cloze {cloze['accuracy']:.1%} on {cloze['items']} items "
-            f"(most-frequent-word baseline {cloze['most_frequent_word_baseline']:.1%})"
+            f"(chance {cloze['chance']:.1%})"
             if cloze.get("accuracy") is not None
             else "cloze: no items"
         )
@@ -417,6 +461,14 @@ def format_summary(state: dict) -> str:
             f"  eval results     {rel(e['eval_json'])}  (val loss {e['validation']['loss']:.3f}, "
             f"generation tests {e['generation_pass_rate']:.0%} passed, {cloze_text})"
         )
+        extra = [f"suite {k} {v:.0%} passed" for k, v in e.get("suites", {}).items()]
+        extra += [
+            f"{k} {v['accuracy']:.0%} (per byte {v['accuracy_norm']:.0%}, chance {v['chance']:.0%})"
+            for k, v in e.get("multiple_choice", {}).items()
+            if v["accuracy"] is not None
+        ]
+        if "eval_report" in e:
+            lines.append(f"  eval report      {rel(e['eval_report'])}  ({'; '.join(extra)})")
     mode = state.get("wandb_mode")
     if mode and mode != "disabled":
         hint = "  (offline: `wandb sync` uploads them)" if mode == "offline" else ""

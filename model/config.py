@@ -147,3 +147,22 @@ class EvalConfig(_Strict):
     val_max_windows: int = Field(64, ge=1, description="Validation windows scored at most.")
     cloze_items: int = Field(100, ge=1, description="Last-word cloze items built from val text.")
     cloze_context_tokens: int = Field(64, ge=8, description="Context before each cloze word.")
+    cloze_sources: list[str] = Field(
+        default_factory=lambda: ["book"],
+        description="Held-out documents of these sources give the cloze passages.",
+    )
+    suites: list[str] = Field(
+        default_factory=lambda: ["sample_heldout"],
+        description="Generation suites: YAML paths, or names of those in jobs/suites/.",
+    )
+    choice_tasks: list[str] = Field(
+        default_factory=lambda: ["sample_choice"],
+        description="Multiple-choice task files: JSON-lines paths, or names in jobs/tasks/.",
+    )
+    batch_size: int = Field(16, ge=1, description="Sequences per forward pass when scoring.")
+    every_steps: int = Field(
+        0, ge=0, description="In-loop evaluation every N training steps; 0 = only at the end."
+    )
+    in_loop_prompts: int = Field(
+        4, ge=0, description="Of eval.prompts, how many in-loop evaluation continues greedily."
+    )

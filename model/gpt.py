@@ -87,7 +87,7 @@ def rope_tables(seq_len: int, head_dim: int, theta: float, device=None):
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x[2i], x[2i+1]) of each head by position-dependent angles.
 
-    x: (B, H, T, D); cos, sin: (T, D/2).
+    x: (B, H, T, D); cos, sin: (T, D/2), or (B, 1, T, D/2) when each row has its own positions.
     """
     x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]  # (B, H, T, D/2) each
     rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
@@ -126,7 +126,10 @@ class Attention(nn.Module):
         self.wv = nn.Linear(config.d_model, config.kv_heads * hd, bias=False)
         self.wo = nn.Linear(config.n_head * hd, config.d_model, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None):
+    def forward(self, x, cos, sin, cache: KVCache | None = None, key_mask=None):
+        """``key_mask`` (B, past + T), True for real tokens, marks left padding: no query
+        attends to a padding key (a padding query still attends to itself, so its row of the
+        softmax is never all -inf, which would put NaN into the values later steps read)."""
         B, T, _ = x.shape
         c = self.config
         q = self.wq(x).view(B, T, c.n_head, c.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -141,7 +144,14 @@ class Attention(nn.Module):
             repeat = c.n_head // c.kv_heads
             k = k.repeat_interleave(repeat, dim=1)
             v = v.repeat_interleave(repeat, dim=1)
-        if past == 0:
+        if key_mask is not None:
+            total = past + T
+            causal = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            own = torch.zeros_like(causal)
+            own[:, past:] = torch.eye(T, dtype=torch.bool, device=x.device)
+            mask = causal & (key_mask[:, None, None, :] | own)  # (B, 1, T, total)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif past == 0:
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=c.dropout if self.training else 0.0
             )
@@ -174,8 +184,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, cache=None):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
+    def forward(self, x, cos, sin, cache=None, key_mask=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache, key_mask))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -231,8 +241,19 @@ class GPT(nn.Module):
             n_matmul += c.vocab_size * c.d_model  # the shared matrix, used as the output layer
         return 6 * n_matmul + 12 * c.n_layer * c.d_model * seq_len
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
-        """idx: (B, T) token ids. Returns logits (B, T, V) and, given targets, the mean loss."""
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache=None,
+        attention_mask: torch.Tensor | None = None,
+    ):
+        """idx: (B, T) token ids. Returns logits (B, T, V) and, given targets, the mean loss.
+
+        ``attention_mask`` (B, past + T), 1 for real tokens and 0 for left padding, lets rows of
+        different lengths share a batch: each row's positions count from its first real token,
+        so a padded row gives the logits it would give alone.
+        """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -240,13 +261,24 @@ class GPT(nn.Module):
                 f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
             )
         x = self.tok_emb(idx)  # (B, T, d)
-        cos = self.rope_cos[start : start + T]
-        sin = self.rope_sin[start : start + T]
+        key_mask = None
+        if attention_mask is None:
+            cos = self.rope_cos[start : start + T]
+            sin = self.rope_sin[start : start + T]
+        else:
+            key_mask = attention_mask.bool()
+            if key_mask.shape != (B, start + T):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(key_mask.shape)}; expected {(B, start + T)}"
+                )
+            positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]  # (B, T)
+            cos = self.rope_cos[positions][:, None]  # (B, 1, T, D/2)
+            sin = self.rope_sin[positions][:, None]
         for block in self.blocks:
             if self.activation_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, None, key_mask, use_reentrant=False)
             else:
-                x = block(x, cos, sin, cache)
+                x = block(x, cos, sin, cache, key_mask)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.norm(x))  # (B, T, V)

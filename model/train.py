@@ -251,6 +251,7 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
         restore_rng(ckpt_dir, plan, rank, seed=tc["seed"])
         if rank == 0:
             _truncate_log(log_path, start_step)
+            _truncate_log(out_dir / "eval_log.jsonl", start_step)
             log.info(
                 "resumed from %s at step %d (%d tokens consumed; saved on %d process(es), "
                 "now %d%s)",
@@ -283,6 +284,7 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
             windows.tokens_per_epoch / tokens_per_step,
         )
 
+    eval_every = (cfg.get("eval") or {}).get("every_steps", 0)
     first_loss = _first_logged_loss(log_path, start_step) if rank == 0 else None
     last_metrics: dict = {}
     skipped = 0
@@ -343,6 +345,9 @@ def train(cfg: dict, on_log: Callable[[dict], None] | None = None) -> dict:
                     on_log(metrics)
             busy_s, steps_since = 0.0, 0
 
+        if eval_every and done % eval_every == 0:
+            _in_loop_eval(engine.module, cfg, done, out_dir / "eval_log.jsonl", rank, on_log)
+
         every = tc["checkpoint_every"]
         if (every and done % every == 0) or done == tc["max_steps"]:
             state = {
@@ -386,6 +391,49 @@ def _first_logged_loss(log_path: Path, start_step: int) -> float | None:
         if line.strip():
             return json.loads(line)["loss"]
     return None
+
+
+def _in_loop_eval(
+    model: GPT, cfg: dict, step: int, log_path: Path, rank: int, on_log: Callable | None
+) -> None:
+    """Validation loss and a few greedy continuations every ``eval.every_steps`` steps. Every
+    rank runs it (ZeRO-3 forwards are collective); rank 0 writes ``eval_log.jsonl`` and passes
+    the numbers, and the continuations as a table, to ``on_log``."""
+    from tokenizers import Tokenizer
+
+    from model.evaluate import in_loop_eval
+
+    tokenizer = Tokenizer.from_file(str(cfg["tokenizer_path"]))
+    t0 = time.perf_counter()
+    result = in_loop_eval(model, tokenizer, cfg["dataset_dir"], cfg["eval"])
+    if rank != 0:
+        return
+    val, gen = result["validation"], result["generation"]
+    metrics = {
+        "step": step,
+        "eval/val_loss": val["loss"],
+        "eval/val_perplexity": val["perplexity"],
+        "eval/generation_pass_rate": gen["pass_rate"] if gen else None,
+        "eval/seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "step %5d | eval: val loss %.4f (perplexity %.1f)%s",
+        step,
+        val["loss"],
+        val["perplexity"],
+        f" | {gen['passed']}/{gen['total']} generations ended properly" if gen else "",
+    )
+    rows = (
+        [[step, c["prompt"], c["continuation"], c["stop_reason"]] for c in gen["cases"]]
+        if gen
+        else []
+    )
+    with open(log_path, "a") as fh:
+        fh.write(json.dumps({**metrics, "continuations": rows}) + "\n")
+    if on_log is not None:
+        # A table travels as {"columns", "rows"}; jobs/launch.py turns it into a wandb.Table.
+        table = {"columns": ["step", "prompt", "continuation", "stop_reason"], "rows": rows}
+        on_log({**metrics, "eval/continuations": table})
 
 
 def _nonfinite_on_any_rank(loss: torch.Tensor) -> bool:

@@ -37,7 +37,7 @@ data:
 model: {{preset: tiny, block_size: 64, d_model: 64}}
 train: {{zero_stage: 2, num_workers: 2, micro_batch_size: 4, max_steps: 30, warmup_steps: 5,
          log_every: 10, checkpoint_every: 20, keep_checkpoints: 1}}
-eval: {{max_new_tokens: 8, cloze_items: 10, val_max_windows: 8}}
+eval: {{max_new_tokens: 8, cloze_items: 10, val_max_windows: 8, every_steps: 20, in_loop_prompts: 2}}
 ray: {{num_cpus: 2}}
 wandb: {{mode: offline}}
 """
@@ -108,7 +108,22 @@ def test_evaluation_wrote_its_json(job):
     assert results["validation"]["loss"] > 0 and results["validation"]["tokens"] > 0
     assert results["generation"]["total"] == 8 and results["generation"]["pass_rate"] == 1.0
     assert results["dataset"]["version"] == "v0001"
-    assert "eval results" in proc.stdout
+    assert results["training_run"] == "e2e-1"
+    assert results["suites"]["sample-heldout"]["total"] > 0
+    assert results["multiple_choice"]["sample_choice"]["chance"] == 0.25
+    assert Path(state["steps"]["eval"]["eval_report"]).read_text().startswith("# Evaluation")
+    assert "eval results" in proc.stdout and "eval report" in proc.stdout
+
+
+@pytest.mark.slow
+def test_in_loop_evaluation_logged_loss_and_continuations(job):
+    root, _, _, state = job
+    train_dir = Path(state["steps"]["train"]["final_dir"]).parent
+    lines = [json.loads(x) for x in (train_dir / "eval_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [20]
+    assert lines[0]["eval/val_loss"] > 0 and len(lines[0]["continuations"]) == 2
+    run = next((root / "out" / "wandb" / "wandb").glob("offline-run-*e2e-1-train"))
+    assert list(run.rglob("*continuations*.table.json"))  # the wandb table of continuations
 
 
 @pytest.mark.slow

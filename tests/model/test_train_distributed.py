@@ -195,3 +195,24 @@ def test_resume_on_one_process_then_on_two(version, killed, reference):
     assert summary["resumed_from_step"] == middle["step"]
     assert summary["tokens_consumed"] == reference["summary"]["tokens_consumed"]
     assert losses(out) == pytest.approx(reference["losses"], rel=TOLERANCE)
+
+
+def test_in_loop_evaluation_under_zero_3_leaves_training_unchanged(version, tmp_path):
+    """Every rank joins the evaluation's forwards (ZeRO-3 gathers weights collectively); the
+    losses match a run without it, since evaluation draws no random numbers."""
+    from model.config import EvalConfig
+
+    runs = {}
+    for name, every in (("plain", 0), ("with_eval", 2)):
+        out = tmp_path / name
+        cfg = worker_config(version, out, zero_stage=3, max_steps=4, checkpoint_every=0)
+        cfg["eval"] = EvalConfig(
+            every_steps=every, max_new_tokens=4, val_max_windows=2, in_loop_prompts=2
+        ).model_dump()
+        launch_torchrun(cfg, num_workers=2, launcher_args=[])
+        runs[name] = out
+    assert losses(runs["with_eval"]) == losses(runs["plain"])
+    lines = [json.loads(x) for x in (runs["with_eval"] / "eval_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 4]
+    assert all(x["eval/val_loss"] > 0 and len(x["continuations"]) == 2 for x in lines)
+    assert not (runs["plain"] / "eval_log.jsonl").exists()
