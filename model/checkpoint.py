@@ -48,3 +48,11 @@ def load_final(final_dir: str | Path, device: str | torch.device = "cpu"):
     meta_path = final_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     return model, tokenizer, meta
+
+
+def checkpoint_eos_token(meta: dict) -> str:
+    """The end-of-document token of the data a checkpoint was trained on: recorded in its
+    meta.json at export, else read from its dataset version, else kiln's default."""
+    from pipeline.shards import eos_token_of
+
+    return meta.get("eos_token") or eos_token_of(meta.get("dataset_dir"))

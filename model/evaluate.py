@@ -34,7 +34,7 @@ from model.scores import (
     loss_by_source,
 )
 from model.suites import load_suite, run_suite
-from pipeline.shards import read_manifest
+from pipeline.shards import eos_token_of, read_manifest
 from pipeline.tokenizer import EOS_TOKEN
 
 __all__ = [
@@ -94,9 +94,10 @@ def generation_tests(
     top_k: int | None,
     seed: int,
     modes: tuple[str, ...] = ("greedy", "sampled"),
+    eos_token: str = EOS_TOKEN,
 ) -> dict:
     """Each prompt continued in each mode, as one batch per mode."""
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    eos_id = tokenizer.token_to_id(eos_token)
     context = model.config.block_size
     ids = [tokenizer.encode(p).ids[-(context - max_new_tokens) :] for p in prompts]
     cases = []
@@ -157,6 +158,7 @@ def in_loop_eval(model, tokenizer, version_dir: str | Path, eval_cfg: dict) -> d
                 top_k=None,
                 seed=0,
                 modes=("greedy",),
+                eos_token=eos_token_of(version_dir),
             )
     finally:
         model.train(was_training)
@@ -195,7 +197,8 @@ def evaluate(final_dir: str | Path, version_dir: str | Path | None, eval_cfg: di
     version_dir = Path(version_dir or meta["dataset_dir"])
     block = model.config.block_size
     batch = eval_cfg.get("batch_size", 16)
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    eos_token = eos_token_of(version_dir)
+    eos_id = tokenizer.token_to_id(eos_token)
     where = lineage(final_dir, meta, version_dir)
     results: dict = {
         **where,
@@ -213,6 +216,7 @@ def evaluate(final_dir: str | Path, version_dir: str | Path | None, eval_cfg: di
             temperature=eval_cfg["temperature"],
             top_k=eval_cfg["top_k"],
             seed=eval_cfg["seed"],
+            eos_token=eos_token,
         ),
     }
     results["suites"] = {}

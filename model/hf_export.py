@@ -27,10 +27,9 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import load_final
+from model.checkpoint import checkpoint_eos_token, load_final
 from model.gpt import GPT
 from pipeline.store import atomic_write_json, staging_dir
-from pipeline.tokenizer import EOS_TOKEN
 
 __all__ = ["export_hf", "llama_config", "llama_state_dict"]
 
@@ -121,9 +120,10 @@ def export_hf(final_dir: str | Path, out_dir: str | Path, *, dtype: str = "float
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     model, tokenizer, meta = load_final(final_dir)
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    eos_token = checkpoint_eos_token(meta)
+    eos_id = tokenizer.token_to_id(eos_token)
     if eos_id is None:
-        raise ValueError(f"the tokenizer in {final_dir} has no {EOS_TOKEN} token")
+        raise ValueError(f"the tokenizer in {final_dir} has no {eos_token} token")
     out_dir = Path(out_dir)
     with staging_dir(out_dir) as folder:
         save_file(
@@ -137,7 +137,7 @@ def export_hf(final_dir: str | Path, out_dir: str | Path, *, dtype: str = "float
             {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id},
         )
         tokenizer.save(str(folder / "tokenizer.json"))
-        special = {"bos_token": EOS_TOKEN, "eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
+        special = {"bos_token": eos_token, "eos_token": eos_token, "pad_token": eos_token}
         atomic_write_json(
             folder / "tokenizer_config.json",
             {

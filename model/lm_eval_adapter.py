@@ -41,10 +41,9 @@ except ImportError as exc:  # fail when the adapter is built, with the fix, not 
         "pip install -c constraints.txt 'kiln[lm-eval]'"
     ) from exc
 
-from model.checkpoint import load_final
+from model.checkpoint import checkpoint_eos_token, load_final
 from model.generate import generate_batch
 from model.scores import loglikelihoods
-from pipeline.tokenizer import EOS_TOKEN
 
 __all__ = ["KilnLM", "local_task"]
 
@@ -64,7 +63,7 @@ class KilnLM(LM):
         super().__init__()
         self.checkpoint = str(checkpoint)
         self.model, self.tokenizer, self.meta = load_final(checkpoint, device=device)
-        self.eos_id = self.tokenizer.token_to_id(EOS_TOKEN)
+        self.eos_id = self.tokenizer.token_to_id(checkpoint_eos_token(self.meta))
         self.block_size = self.model.config.block_size
         # lm-eval passes "auto" to ask the model to choose; kiln's models are small.
         self.batch_size = 16 if batch_size == "auto" else int(batch_size)

@@ -46,7 +46,7 @@ from model.resume import (
     restore_rng,
     save_checkpoint,
 )
-from pipeline.shards import read_manifest
+from pipeline.shards import eos_token_of, read_manifest
 from pipeline.store import atomic_write_json, atomic_write_text, staging_dir
 
 __all__ = [
@@ -526,6 +526,7 @@ def _export_final(ckpt_dir: Path, gpt_config: GPTConfig, cfg: dict, out_dir: Pat
                 {
                     "dataset_dir": str(cfg["dataset_dir"]),
                     "dataset_version": read_manifest(cfg["dataset_dir"])["version"],
+                    "eos_token": eos_token_of(cfg["dataset_dir"]),
                     "steps": state["step"],
                     "tokens_consumed": state["tokens_consumed"],
                     "run": cfg.get("run"),

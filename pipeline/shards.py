@@ -156,6 +156,16 @@ def read_manifest(version_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def eos_token_of(version_dir: str | Path | None) -> str:
+    """The end-of-document token a dataset version was written with (data.tokenizer.eos_token
+    or a given tokenizer's own), falling back to kiln's default for versions that predate it."""
+    from pipeline.tokenizer import EOS_TOKEN
+
+    if version_dir is None or not (Path(version_dir) / "manifest.json").exists():
+        return EOS_TOKEN
+    return read_manifest(version_dir).get("tokenizer", {}).get("eos_token") or EOS_TOKEN
+
+
 def verify_version(version_dir: str | Path, checksum_only: set[str] | None = None) -> list[str]:
     """Re-check every shard against the manifest; return the problems found (empty if none).
 

@@ -106,3 +106,16 @@ def test_staging_dir_replaces_only_on_success(tmp_path):
         raise ValueError
     assert (final / "a").read_text() == "1"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_the_eos_token_comes_from_the_version_and_the_checkpoint(tmp_path):
+    from model.checkpoint import checkpoint_eos_token
+    from pipeline.shards import eos_token_of
+    from pipeline.store import atomic_write_json
+    from pipeline.tokenizer import EOS_TOKEN
+
+    assert eos_token_of(None) == EOS_TOKEN
+    atomic_write_json(tmp_path / "manifest.json", {"tokenizer": {"eos_token": "</s>"}})
+    assert eos_token_of(tmp_path) == "</s>"
+    assert checkpoint_eos_token({"dataset_dir": str(tmp_path)}) == "</s>"
+    assert checkpoint_eos_token({"eos_token": "<eod>", "dataset_dir": str(tmp_path)}) == "<eod>"
