@@ -188,6 +188,10 @@ def deepspeed_command(
 
 def _child_env(config: dict) -> dict:
     env = dict(os.environ)
+    # The workers start their own wandb service rather than join this process's (wandb keeps
+    # its address in WANDB_SERVICE): a run killed with its workers then leaves no service
+    # behind that still holds its run id when it resumes.
+    env.pop("WANDB_SERVICE", None)
     if not config["train"]["use_gpu"]:
         env.setdefault("DS_ACCELERATOR", "cpu")
     return env

@@ -77,4 +77,7 @@ def test_simple_evaluate_runs_local_tasks_offline(final, monkeypatch):
     items = load_choice_items(TASKS / "sample_choice.jsonl")[:8]
     ours = choice_accuracy(lm.model, lm.tokenizer, items)
     assert choice["acc,none"] == pytest.approx(ours["accuracy"])
-    assert choice["acc_norm,none"] == pytest.approx(ours["accuracy_norm"])
+    # lm-eval's acc_norm divides by an ending's characters, kiln's by its UTF-8 bytes: they
+    # rank alike only where every ending is ASCII (the German items have umlauts).
+    if all(e.isascii() for item in items for e in item["endings"]):
+        assert choice["acc_norm,none"] == pytest.approx(ours["accuracy_norm"])

@@ -103,6 +103,20 @@ def run_until_checkpoint(cmd: list[str], out_dir: Path, min_step: int) -> dict:
     return latest_state(out_dir)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_wandb_service():
+    """Each launched run starts its own wandb service, as it would on a cluster.
+
+    Earlier tests in this pytest process may have started a wandb service, whose address wandb
+    keeps in WANDB_SERVICE; launched workers would inherit it and register their runs there, so
+    the SIGKILLed run's id would stay "in use" in that surviving service when it resumes.
+    """
+    saved = os.environ.pop("WANDB_SERVICE", None)
+    yield
+    if saved is not None:
+        os.environ["WANDB_SERVICE"] = saved
+
+
 @pytest.fixture(scope="module")
 def reference(version, tmp_path_factory):
     """An unbroken ZeRO-2 run on two processes under torchrun."""
