@@ -101,7 +101,7 @@ class _RayFetchers:
 
     def submit(self, entry: Entry):
         index = zlib.crc32(host_key(entry.url).encode()) % len(self.actors)
-        return self.actors[index].fetch.remote(entry.url, entry.kind, entry.depth)
+        return self.actors[index].fetch.remote(entry.url, entry.kind, entry.depth, entry.redirects)
 
     def wait(self, pending: list, timeout: float) -> list:
         ready, _ = self.ray.wait(pending, num_returns=1, timeout=timeout)
@@ -123,7 +123,9 @@ class _ThreadFetchers:
         self.pool = ThreadPoolExecutor(THREADS_PER_FETCHER * cfg.fetchers)
 
     def submit(self, entry: Entry) -> Future:
-        return self.pool.submit(self.fetcher.fetch, entry.url, entry.kind, entry.depth)
+        return self.pool.submit(
+            self.fetcher.fetch, entry.url, entry.kind, entry.depth, entry.redirects
+        )
 
     def wait(self, pending: list, timeout: float) -> list:
         done, _ = wait_futures(pending, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -255,9 +257,11 @@ class _Crawl:
     def _log(self, record: dict) -> None:
         self.log_lines.append(json.dumps(record, sort_keys=True) + "\n")
 
-    def _discovered(self, urls: list[str], kind: str, depth: int, via: str) -> None:
+    def _discovered(
+        self, urls: list[str], kind: str, depth: int, via: str, redirects: int = 0
+    ) -> None:
         for url in urls:
-            reason = self.frontier.add(url, kind, depth)
+            reason = self.frontier.add(url, kind, depth, redirects=redirects)
             self.counts[f"discovered:{kind}"] += 1
             if reason and reason != "duplicate":
                 self.counts[f"skipped:{reason}"] += 1
@@ -280,7 +284,9 @@ class _Crawl:
             self.frontier.mark_fetched(r["url"])
             self.frontier.mark_fetched(r["final_url"])
         if outcome == Outcome.REDIRECT_ELSEWHERE:
-            self._discovered([r["redirect_to"]], kind, r["depth"], r["url"])
+            # The redirects taken so far travel with the target, so the limit spans hosts.
+            taken = r["redirects_before"] + len(r["redirects"])
+            self._discovered([r["redirect_to"]], kind, r["depth"], r["url"], taken)
             return
         if outcome != Outcome.FETCHED:
             return

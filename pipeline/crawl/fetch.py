@@ -81,6 +81,7 @@ class FetchResult:
     attempts: int = 0
     requests: int = 0
     redirects: list[str] = field(default_factory=list)
+    redirects_before: int = 0  # taken on other hosts before this URL was queued
     redirect_to: str | None = None
     detail: str | None = None
 
@@ -325,7 +326,7 @@ class Fetcher:
             result.redirects.append(target)
             if target in seen:
                 raise _Refused(Outcome.REDIRECT_LOOP, " -> ".join([*seen, target]))
-            if len(result.redirects) > self.cfg.max_redirects:
+            if result.redirects_before + len(result.redirects) > self.cfg.max_redirects:
                 raise _Refused(Outcome.TOO_MANY_REDIRECTS, f"more than {self.cfg.max_redirects}")
             if host_key(target) != host_key(current):
                 # Another host has its own politeness, robots.txt and fetcher: queue it there.
@@ -338,13 +339,14 @@ class Fetcher:
 
     # --- the public call ------------------------------------------------------------------
 
-    def fetch(self, url: str, kind: str = "page", depth: int = 0) -> dict:
+    def fetch(self, url: str, kind: str = "page", depth: int = 0, redirects: int = 0) -> dict:
         """Fetch one URL; returns a FetchResult as a dict.
 
         ``kind`` is ``page`` (HTML kept for the dataset), ``sitemap`` or ``feed`` (any type,
-        read for the URLs they list).
+        read for the URLs they list); ``redirects`` were already taken on the way to ``url``
+        (from other hosts) and count toward ``max_redirects``.
         """
-        result = FetchResult(url, kind, depth, "")
+        result = FetchResult(url, kind, depth, "", redirects_before=redirects)
         host = self._host(url)
         accept = [t.lower() for t in self.cfg.content_types] if kind == "page" else None
         with host.slots:

@@ -20,11 +20,14 @@ __all__ = ["Entry", "Frontier"]
 
 @dataclass(frozen=True)
 class Entry:
-    """A URL to fetch: ``kind`` is page, sitemap or feed; ``depth`` counts links followed."""
+    """A URL to fetch: ``kind`` is page, sitemap or feed; ``depth`` counts links followed;
+    ``redirects`` counts the redirects that led here from other hosts, so a chain hopping
+    between hosts meets the same ``max_redirects`` as one on a single host."""
 
     url: str
     kind: str
     depth: int
+    redirects: int = 0
 
 
 class Frontier:
@@ -38,7 +41,9 @@ class Frontier:
         self.fetched: set[str] = set()
         self.turned_away: Counter[str] = Counter()
 
-    def add(self, url: str, kind: str, depth: int, base: str | None = None) -> str | None:
+    def add(
+        self, url: str, kind: str, depth: int, base: str | None = None, redirects: int = 0
+    ) -> str | None:
         """Queue a URL; returns why it was not queued (or None when it was)."""
         canonical = normalise_url(url, base)
         if canonical is None:
@@ -52,7 +57,9 @@ class Frontier:
             return self._turn_away("off_domain")
         if kind == "page" and not looks_like_a_page(canonical):
             return self._turn_away("not_a_page")
-        self.queues.setdefault(host_key(canonical), deque()).append(Entry(canonical, kind, depth))
+        self.queues.setdefault(host_key(canonical), deque()).append(
+            Entry(canonical, kind, depth, redirects)
+        )
         return None
 
     def _turn_away(self, reason: str) -> str:
@@ -91,7 +98,7 @@ class Frontier:
         return {
             "allowed_domains": self.allowed_domains,
             "max_depth": self.max_depth,
-            "queue": [[e.url, e.kind, e.depth] for e in queue],
+            "queue": [[e.url, e.kind, e.depth, e.redirects] for e in queue],
             "seen": sorted(self.seen),
             "fetched": sorted(self.fetched),
             "turned_away": dict(self.turned_away),
@@ -103,6 +110,6 @@ class Frontier:
         frontier.seen = set(data["seen"])
         frontier.fetched = set(data["fetched"])
         frontier.turned_away = Counter(data["turned_away"])
-        for url, kind, depth in data["queue"]:
-            frontier.queues.setdefault(host_key(url), deque()).append(Entry(url, kind, depth))
+        for item in data["queue"]:  # [url, kind, depth] in states saved before redirects
+            frontier.queues.setdefault(host_key(item[0]), deque()).append(Entry(*item))
         return frontier

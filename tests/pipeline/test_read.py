@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ from pipeline.read import (
     sniff_kind,
 )
 from pipeline.records import from_table, is_kept
-from tests.helpers import SAMPLE, need_corpus
+from tests.helpers import CORPUS, SAMPLE, need_corpus
 
 
 def test_discover_inputs_expands_folders_and_skips_readmes():
@@ -50,6 +51,39 @@ def test_html_file_becomes_one_web_document_with_utf8_bytes():
     assert is_kept(doc)
     # The id is stable: reading the same file twice gives the same id.
     assert read_file(InputFile(str(path), "html"))[0]["id"] == doc["id"]
+
+
+def test_a_folder_of_plain_html_files_reads_like_the_gzip_ones(tmp_path):
+    folder = tmp_path / "pages"
+    (folder / "nested").mkdir(parents=True)
+    sources = {
+        SAMPLE / "web" / "flowfx.de.tmux.html.gz": folder / "tmux.html",
+        SAMPLE / "web" / "anarc.at.cdpath.html.gz": folder / "nested" / "cdpath.htm",
+    }
+    (folder / "README.md").write_text("not a page")
+    # A windows-1252 page from the shared corpus, where present: decoded, not mangled.
+    cp1252 = CORPUS / "web" / "trafilatura" / "auto-presse.de-minisuv.html.gz"
+    if cp1252.exists():
+        sources[cp1252] = folder / "auto.html"
+    for gz_path, plain in sources.items():
+        plain.write_bytes(gzip.decompress(gz_path.read_bytes()))
+
+    files = discover_inputs([(str(folder), "auto")])
+    assert [f.kind for f in files] == ["html"] * len(sources)
+    assert sorted(Path(f.path).name for f in files) == sorted(p.name for p in sources.values())
+    by_name = {Path(f.path).name: f for f in files}
+    for gz_path, plain in sources.items():
+        stats = Counter()
+        [doc] = read_file(by_name[plain.name], stats)
+        [from_gz] = read_file(InputFile(str(gz_path), "html"))
+        assert doc["source"] == "web" and is_kept(doc) and stats["errors"] == 0
+        assert doc["url"] == str(plain.relative_to(tmp_path))  # named below the folder given
+        assert doc["raw"] == from_gz["raw"]  # the same UTF-8 bytes as the gzip copy
+        assert doc["meta"]["charset"] == from_gz["meta"]["charset"]
+    if cp1252.exists():
+        [auto] = read_file(by_name["auto.html"])
+        assert auto["meta"]["charset"] == "cp1252"
+        assert "für".encode() in auto["raw"]
 
 
 def test_sample_warc_yields_the_wikipedia_capture():

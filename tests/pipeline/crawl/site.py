@@ -6,6 +6,13 @@ loop, a slow endpoint that drips its body, a 10 MB response, a 503-then-200 endp
 Retry-After, a JSON endpoint, a 404, links to private and link-local addresses, an external
 link. Every request is logged with its arrival time, so tests can check what was fetched and
 how requests to the host were spaced.
+
+Endpoints that the main crawl does not link to, for tests that seed them directly: redirects to
+private addresses (``/to-private/...``), redirect chains of any length (``/chain/N``) and chains
+alternating between two sites (``/hop/N``, once ``other`` names the second site), 429 answers
+with and without Retry-After (``/busy/...``), bodies sent chunked without a Content-Length
+(``/chunked/...``), plain pages anywhere under ``/area/``, and a robots.txt that tests may
+replace (``Site.robots``).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,6 +37,15 @@ PRIVATE_LINKS = ["http://10.0.0.1/admin", "http://169.254.169.254/latest/meta-da
 EXTERNAL_LINK = "http://example.org/elsewhere.html"
 BIG_BYTES = 10 * 1000 * 1000
 SLOW_SECONDS = 3.0
+# Where /to-private/<name> redirects; "metadata.test" is a name the tests resolve themselves.
+PRIVATE_REDIRECTS = {
+    "metadata": "http://169.254.169.254/latest/meta-data/iam",
+    "admin": "http://10.0.0.1/internal",
+    "named": "http://metadata.test/latest/meta-data/",
+}
+CHUNK_BYTES = 64 * 1024
+# Far more than loopback socket buffers hold, so a crawler that hangs up early shows.
+CHUNKED_BIG_BYTES = 32 * 1000 * 1000
 
 
 class Site:
@@ -41,7 +58,12 @@ class Site:
         self.log: list[tuple[float, str, str]] = []  # (arrival, path, user agent)
         self.lock = threading.Lock()
         self.flaky_hits = 0
+        self.hits: Counter[str] = Counter()  # per path, for endpoints that change on a retry
+        self.chunked_sent = 0  # bytes of /chunked/big written before the client hung up
+        self.chunked_done = threading.Event()
         self.base = ""
+        self.other = ""  # the base URL of a second site, for /hop/N
+        self.robots = "User-agent: *\nDisallow: /private/\nSitemap: {base}/sitemap.xml\n"
 
     def index(self) -> bytes:
         links = [
@@ -111,12 +133,82 @@ def _handler(site: Site):
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the crawler gave up on a body it will not keep
 
+        def _send_chunked(self, chunks, headers=()) -> int:
+            """A 200 with Transfer-Encoding: chunked and no Content-Length; returns the bytes
+            of body written before the client hung up (or all of them)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Transfer-Encoding", "chunked")
+            for k, v in headers:
+                self.send_header(k, v)
+            self.end_headers()
+            sent = 0
+            try:
+                for chunk in chunks:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return sent
+
+        def _extra(self, path: str):  # noqa: C901 - one branch per endpoint reads best here
+            """The endpoints only tests that seed them reach; None when the path is not one."""
+            with site.lock:
+                site.hits[path] += 1
+                hit = site.hits[path]
+            page = b"<html><body><p>Arrived.</p></body></html>"
+            if path.startswith("/area/"):  # a plain page anywhere below, for robots.txt rules
+                return self._send(200, page)
+            if path.startswith("/to-private/"):
+                target = PRIVATE_REDIRECTS.get(path.removeprefix("/to-private/"))
+                if target:
+                    return self._send(302, b"", headers=[("Location", target)])
+            if path.startswith("/chain/") and path.removeprefix("/chain/").isdigit():
+                left = int(path.removeprefix("/chain/"))
+                if left == 0:
+                    return self._send(200, page)
+                return self._send(302, b"", headers=[("Location", f"/chain/{left - 1}")])
+            if path.startswith("/hop/") and path.removeprefix("/hop/").isdigit():
+                left = int(path.removeprefix("/hop/"))
+                if left == 0:
+                    return self._send(200, page)
+                return self._send(302, b"", headers=[("Location", f"{site.other}/hop/{left - 1}")])
+            if path == "/busy/retry-after":  # 429 asking for a second, then the page
+                if hit == 1:
+                    return self._send(429, b"slow down", headers=[("Retry-After", "1")])
+                return self._send(200, page)
+            if path == "/busy/plain":  # 429 saying nothing about when, then the page
+                if hit == 1:
+                    return self._send(429, b"slow down")
+                return self._send(200, page)
+            if path == "/busy/an-hour":  # asks for longer than a crawl waits
+                return self._send(429, b"come back later", headers=[("Retry-After", "3600")])
+            if path == "/chunked/small":
+                return self._send_chunked(
+                    [b"<html><body>", b"<p>In pieces.</p>", b"</body></html>"]
+                )
+            if path == "/chunked/big":
+                chunk = b"x" * CHUNK_BYTES
+                sent = self._send_chunked(chunk for _ in range(CHUNKED_BIG_BYTES // CHUNK_BYTES))
+                with site.lock:
+                    site.chunked_sent = sent
+                site.chunked_done.set()
+                return None
+            if path == "/chunked/gzip-bomb":  # a few KB on the wire, 8 MB once decoded
+                body = gzip.compress(b"\0" * (8 * 1000 * 1000))
+                chunks = [body[i : i + 1024] for i in range(0, len(body), 1024)]
+                self._send_chunked(chunks, [("Content-Encoding", "gzip")])
+                return None
+            return self._send(404, b"not found")
+
         def do_GET(self):  # noqa: C901 - one branch per endpoint reads best here
             with site.lock:
                 site.log.append((time.monotonic(), self.path, self.headers.get("User-Agent", "")))
             path = self.path
             if path == "/robots.txt":
-                body = f"User-agent: *\nDisallow: /private/\nSitemap: {site.base}/sitemap.xml\n"
+                body = site.robots.format(base=site.base)
                 return self._send(200, body.encode(), "text/plain")
             if path == "/":
                 return self._send(200, site.index())
@@ -171,7 +263,7 @@ def _handler(site: Site):
                 return self._send(200, b"<html><body><p>Back again.</p></body></html>")
             if path == "/data":
                 return self._send(200, b'{"a": 1}', "application/json")
-            return self._send(404, b"not found")
+            return self._extra(path)
 
     return Handler
 

@@ -131,6 +131,16 @@ def test_frontier_turns_away_and_survives_json():
     assert restored.pop("e.com").url == "http://e.com/b"  # fetched URLs are not handed out
 
 
+def test_frontier_keeps_redirects_taken_and_reads_older_states():
+    frontier = Frontier(["e.com"], max_depth=1)
+    assert frontier.add("http://e.com/target", "page", 0, redirects=2) is None
+    restored = Frontier.from_json(frontier.to_json())
+    assert restored.pop("e.com").redirects == 2
+    older = frontier.to_json()
+    older["queue"] = [item[:3] for item in older["queue"]]  # saved before redirects were kept
+    assert Frontier.from_json(older).pop("e.com").redirects == 0
+
+
 def test_retry_after_forms():
     assert _retry_after("7") == 7.0
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
