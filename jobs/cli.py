@@ -73,7 +73,8 @@ def _add_job_arguments(p: argparse.ArgumentParser, *, resumable: bool = True) ->
         p.add_argument(
             "--resume",
             action="store_true",
-            help="continue the newest unfinished run of this job (or --run-name)",
+            help="continue the newest unfinished run of this job, or the --run-name run "
+            "(started afresh when it does not exist yet, so a retried job can always pass it)",
         )
 
 

@@ -12,8 +12,9 @@ The cluster address is ``--address``, else ``RAY_API_SERVER_ADDRESS`` or ``RAY_A
 own variables), else a cluster on this machine; it is the dashboard's HTTP address
 (``http://head:8265``).
 
-Token authentication (Ray 2.52+; on by default for clusters Ray 2.60 starts): kiln looks for the
-token where Ray does, in this order: ``RAY_AUTH_TOKEN``, the file named by
+Token authentication (Ray 2.52+; since Ray 2.59 on by default for a local cluster, one that
+``ray.init()`` starts; a multi-node cluster turns it on with ``RAY_AUTH_MODE=token`` on every
+node): kiln looks for the token where Ray does, in this order: ``RAY_AUTH_TOKEN``, the file named by
 ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``; and sends it as an ``Authorization: Bearer``
 header. A cluster that refuses the request gets a message naming these places. The token is
 never put into the job's runtime_env (the dashboard shows it to anyone who can read jobs).

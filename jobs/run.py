@@ -2,7 +2,8 @@
 
 A run has a name (``<job>-<date>-<time>`` by default) and a folder ``<output_dir>/runs/<name>``
 holding ``state.json``, which records each finished step. ``kiln run --resume`` skips the
-finished steps of the newest unfinished run (or of ``--run-name``); an interrupted training
+finished steps of the newest unfinished run (or of ``--run-name``, which is started afresh if it
+does not exist yet, so that a retried job can always pass ``--resume``); an interrupted training
 step resumes from its last DeepSpeed checkpoint.
 
 Outputs::
@@ -346,7 +347,10 @@ def run_job(
     if paths.state.exists() and not resume:
         raise ConfigError(f"run {paths.name!r} already exists; pass --resume to continue it")
     if resume and not paths.state.exists():
-        raise ConfigError(f"no run {paths.name!r} under {cfg.output_dir}/runs to resume")
+        # A named run that was never started is started: a retried job (a KubeRay RayJob's
+        # backoffLimit, a requeued Slurm job) runs one fixed command with --resume, and its
+        # first attempt must not be refused for having nothing to resume.
+        log.info("run %s: nothing to resume yet, starting it", paths.name)
     if dataset_dir is not None:
         from pipeline.shards import read_manifest
 

@@ -54,3 +54,38 @@ def test_train_on_a_folder_that_is_not_a_dataset_records_no_run(tmp_path, capsys
     assert main(["train", "--dataset", str(tmp_path), f"output_dir={out}"]) == 2
     assert "not a dataset version" in capsys.readouterr().err
     assert not (out / "runs").exists()
+
+
+def test_resume_of_a_named_run_that_does_not_exist_starts_it(tmp_path, monkeypatch, capsys):
+    """A retried job (a RayJob's backoffLimit, a requeued Slurm job) runs one fixed command,
+    `--run-name NAME --resume`: the first attempt starts the run, a later one continues it, and
+    without --resume the name is still refused. The training step is stood in for; what is
+    checked is the run's bookkeeping (tests/test_end_to_end.py resumes a real run)."""
+    import jobs.run
+
+    version = tmp_path / "version"
+    version.mkdir()
+    (version / "manifest.json").write_text(json.dumps({"tokenizer": {"path": "tok.json"}}))
+    trained = []
+
+    def fake_train_step(cfg, paths, version_dir, tokenizer_path):
+        trained.append(paths.name)
+        final = paths.train_dir / "final"
+        return {"final_dir": str(final), "first_logged_loss": 5.0, "final_loss": 4.0, "steps": 2}
+
+    monkeypatch.setattr(jobs.run, "_train_step", fake_train_step)
+    out = tmp_path / "out"
+    argv = ["train", "--dataset", str(version), f"output_dir={out}", "--run-name", "retried"]
+
+    assert main([*argv, "--resume"]) == 0  # nothing to resume yet: started
+    state = json.loads((out / "runs" / "retried" / "state.json").read_text())
+    assert state["finished"] and state["steps"]["train"]["steps"] == 2
+    assert main([*argv, "--resume"]) == 0  # the retry finds the step done
+    assert trained == ["retried"]
+    capsys.readouterr()
+
+    assert main(argv) == 2  # the same name without --resume is refused
+    assert "already exists" in capsys.readouterr().err
+    # With no name there is nothing to start: --resume alone still needs an unfinished run.
+    assert main(["train", "--dataset", str(version), f"output_dir={out}", "--resume"]) == 2
+    assert "no unfinished run" in capsys.readouterr().err

@@ -71,23 +71,16 @@ def test_unreachable_cluster_is_a_clear_error(capsys, monkeypatch):
     assert "cannot reach the Ray cluster" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _tiny_job_config(root: Path) -> Path:
+    """The job config of tests/test_end_to_end.py (its slice of the sample, its tiny model) with
+    absolute paths: the job runs in Ray's copy of the checkout, not in this folder."""
+    from tests.helpers import SAMPLE
+    from tests.test_end_to_end import JOB, SLICE
 
-
-def _tiny_dataset(output_dir: Path) -> Path:
-    """A dataset version inside the store of output_dir, as `kiln train --dataset` reads it."""
-    from tests.model.conftest import write_version
-
-    version = output_dir / "store" / "datasets" / "tiny" / "v0001"
-    version.mkdir(parents=True)
-    write_version(version, chars=12000)
-    manifest = json.loads((version / "manifest.json").read_text())
-    manifest["tokenizer"]["path"] = "datasets/tiny/v0001/tokenizer.json"
-    (version / "manifest.json").write_text(json.dumps(manifest))
-    return version
+    inputs = ", ".join(f"{{path: {SAMPLE / rel}}}" for rel in SLICE)
+    config = root / "job.yaml"
+    config.write_text(JOB.format(out=root / "out", inputs=inputs))
+    return config
 
 
 @pytest.fixture
@@ -141,7 +134,7 @@ def _wait_for_dashboard(address: str, timeout_s: float = 60) -> None:
 
 
 @pytest.mark.slow
-def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_cluster, monkeypatch):
+def test_submit_the_tiny_job_to_two_nodes_with_token_auth(tmp_path, token_cluster, monkeypatch):
     address, token, helper = token_cluster
     # kiln finds the token where Ray looks for it; here, RAY_AUTH_TOKEN.
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
@@ -159,35 +152,25 @@ def test_submit_tiny_training_to_two_nodes_with_token_auth(tmp_path, token_clust
         cluster.submit_job(["train", "--help"], address=address)
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
 
-    output_dir = tmp_path / "out"
-    version = _tiny_dataset(output_dir)
-    kiln_args = [
-        "-v",
-        "train",
-        "--dataset",
-        str(version),
-        "--run-name",
-        "two-nodes",
-        f"output_dir={output_dir}",
-        "model.preset=tiny",
-        "model.block_size=64",
-        "train.num_workers=2",
-        "train.zero_stage=1",
-        "train.micro_batch_size=2",
-        "train.max_steps=3",
-        "train.warmup_steps=1",
-        "train.log_every=1",
-        "wandb.mode=disabled",
-    ]
+    # The whole job (data, training, evaluation) as tests/test_end_to_end.py runs it on one
+    # machine; here on two nodes of one CPU each, so its two training workers must split.
+    config = _tiny_job_config(tmp_path)
+    kiln_args = ["-v", "run", str(config), "--run-name", "two-nodes"]
     # Through the command line, as a user submits; it prints the job id.
     job_id = _run_cli(["submit", "--address", address, "--", *kiln_args]).strip()
     assert job_id.startswith("raysubmit_"), job_id
     client = cluster.job_client(address)
-    status = cluster.wait_for_job(client, job_id, timeout_s=300)
+    status = cluster.wait_for_job(client, job_id, timeout_s=600)
     logs = client.get_job_logs(job_id)
     (tmp_path / "job.log").write_text(logs)  # kept by pytest for a look after a failure
     assert status == "SUCCEEDED", logs[-4000:]
     assert "kiln run two-nodes finished" in logs
+    # Every step ran, each leaving its output where the run's state says.
+    state = json.loads((tmp_path / "out" / "runs" / "two-nodes" / "state.json").read_text())
+    assert state["finished"] and set(state["steps"]) == {"data", "train", "eval"}
+    assert state["steps"]["data"]["ledger"]["balanced"]
+    assert state["steps"]["train"]["steps"] == 30  # train.max_steps of the end-to-end job
+    assert Path(state["steps"]["eval"]["eval_json"]).is_file()
 
     # The two training workers ran one on each node.
     helper.stdin.write("placements\n")
