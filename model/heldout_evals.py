@@ -17,7 +17,8 @@ writes:
 
 kiln ships the files this wrote for the bundled sample's first dataset version; rerun it for
 your own data. ``--extra-language fr=PATH`` adds tests for a language the held-out split lacks,
-from a text file, marked as such (they measure recall when the model trained on that file).
+from a text file (a Project Gutenberg book is cut to its body first, as the data job does), each
+marked as such in its ``source`` (they measure recall when the model trained on that file).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from model.scores import heldout_documents
+from pipeline.gutenberg import strip_gutenberg
 from pipeline.shards import read_manifest
 
 __all__ = ["build_choice_items", "build_suite", "held_out_sentences", "main"]
@@ -41,24 +43,35 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-ZÄÖÜÀÂÉÈÊÎÔÇ])")
 _PLAIN = re.compile(r"^[\w\s,;:'’\-.!?()«»„“”\"]+$")
 
 
-def _sentences(text: str) -> list[str]:
-    flat = re.sub(r"\s+", " ", text).strip()
+def _sentences(text: str) -> list[tuple[str, bool]]:
+    """(sentence, is the text's last sentence) for the plain sentences of ``text``."""
+    pieces = _SENTENCE_SPLIT.split(re.sub(r"\s+", " ", text).strip())
     return [
-        s for s in _SENTENCE_SPLIT.split(flat) if 10 <= len(s.split()) <= 40 and _PLAIN.match(s)
+        (s, i == len(pieces) - 1)
+        for i, s in enumerate(pieces)
+        if 10 <= len(s.split()) <= 40 and _PLAIN.match(s)
     ]
 
 
 def held_out_sentences(texts: list[tuple[str, str]]) -> dict[str, list[tuple[str, str, bool]]]:
-    """language -> (sentence, source, is last sentence of its document) for (text, source)."""
+    """language -> (sentence, source, is last sentence of its document) for (text, source).
+
+    Only a document's own last sentence counts as last: the document-end test expects the
+    end-of-document token right after it. When that sentence is not plain prose (a footer, a
+    reference list), no sentence of the document is marked.
+    """
     import langid
 
     out: dict[str, list[tuple[str, str, bool]]] = defaultdict(list)
     for text, source in texts:
         language, _ = langid.classify(text[:5000])
-        sentences = _sentences(text)
-        for i, s in enumerate(sentences):
-            out[language].append((s, source, i == len(sentences) - 1))
+        for sentence, last in _sentences(text):
+            out[language].append((sentence, source, last))
     return out
+
+
+def _source(source: str, language: str, notes: dict[str, str] | None) -> str:
+    return source + (f" ({notes[language]})" if notes and language in notes else "")
 
 
 def _split(sentence: str, share: float = 0.6) -> tuple[str, str]:
@@ -87,7 +100,7 @@ def build_suite(
             test = {
                 "name": f"{language}-{k + 1}-{'sampled' if sampled else 'greedy'}",
                 "language": language,
-                "source": source + (f" ({notes[language]})" if notes and language in notes else ""),
+                "source": _source(source, language, notes),
                 "prompt": prompt,
                 "decoding": (
                     {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": k}
@@ -109,7 +122,7 @@ def build_suite(
             {
                 "name": f"{language}-next-word",
                 "language": language,
-                "source": source,
+                "source": _source(source, language, notes),
                 "prompt": prompt,
                 "decoding": {"max_new_tokens": 8},
                 "checks": [{"type": "contains", "value": first, "case_sensitive": False}],
@@ -122,7 +135,7 @@ def build_suite(
                 {
                     "name": f"{language}-document-end",
                     "language": language,
-                    "source": source,
+                    "source": _source(source, language, notes),
                     "prompt": sentence,
                     "decoding": {"max_new_tokens": 16},
                     "checks": [{"type": "stops_at_eos"}],
@@ -192,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = {}
     for spec in args.extra_language:
         language, path = spec.split("=", 1)
-        text = Path(path).read_text(encoding="utf-8-sig")
+        # The book's body, as the data job keeps it: a licence is no part of the text.
+        text = strip_gutenberg(Path(path).read_text(encoding="utf-8-sig")).text
         extra = held_out_sentences([(text[len(text) // 3 :], Path(path).name)])
         by_language[language] = extra.get(language, [])
         notes[language] = "not held out: the sample has no held-out text in this language"

@@ -1,4 +1,5 @@
-"""Likelihood scores: loss per source, cloze and multiple choice, whatever the batch size."""
+"""Likelihood scores: loss per source and on the held-out stream, cloze and multiple choice,
+whatever the batch size."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from model.evaluate import validation_loss
 from model.gpt import GPT, GPTConfig
 from model.scores import (
     choice_accuracy,
@@ -57,6 +59,14 @@ def test_scores_are_the_same_whatever_the_batch_size(version):
     for other in losses[1:]:
         assert other["tokens"] == losses[0]["tokens"]
         assert other["loss"] == pytest.approx(losses[0]["loss"], rel=1e-6)
+    # The held-out stream in windows of block_size, the last one shorter: every window counts.
+    streams = [
+        validation_loss(model, version, batch_size=b, max_windows=10_000) for b in (1, 7, 64)
+    ]
+    assert streams[0]["tokens"] == sum(len(t) for _, t in heldout_documents(version)) - 1
+    for other in streams[1:]:
+        assert other["tokens"] == streams[0]["tokens"]
+        assert other["loss"] == pytest.approx(streams[0]["loss"], rel=1e-6)
     items, _ = cloze_passages(tok, version, n_items=12, context_tokens=40)
     clozes = [cloze_accuracy(model, tok, items, batch_size=b) for b in (1, 5, 32)]
     for other in clozes[1:]:
