@@ -9,7 +9,8 @@ bench/bench_extract.py the same way:
 2. give up on bytes that are not text at all (:func:`looks_binary`);
 3. run trafilatura with kiln's settings (chosen by measurement, see bench/bench_extract.py);
 4. serialise its main-text tree to plain text, keeping code blocks verbatim (indentation and
-   blank lines) and collapsing whitespace elsewhere as a browser would.
+   blank lines) and collapsing whitespace elsewhere as a browser would; the text is in Unicode
+   NFC, as trafilatura's own output is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import unicodedata
 import warnings
 from typing import Any
 from urllib.parse import urlsplit
@@ -191,7 +193,10 @@ def main_text(body) -> str:
     text = xmltotxt(body, include_formatting=False)
     if code_blocks:
         text = _PLACEHOLDER_RE.sub(lambda m: code_blocks[int(m.group(1))], text)
-    return text.strip()
+    # NFC, as trafilatura.extract() returns its text: one spelling for canonically equal
+    # characters (Bengali U+09DF and U+09AF U+09BC, composed and combining accents), so a
+    # search, a dedup key or the gold snippets see one form.
+    return unicodedata.normalize("NFC", text.strip())
 
 
 def page_metadata(tree, url: str | None, extensive_date_search: bool = False) -> dict[str, str]:

@@ -138,3 +138,13 @@ def test_books_lose_their_gutenberg_header(stage):
     assert "PROJECT GUTENBERG" not in doc["text"][:2000].upper()
     assert doc["meta"]["title"] == "The Time Machine"
     assert "gutenberg_markers" not in doc["meta"]
+
+
+def test_text_comes_out_in_unicode_nfc(stage):
+    # "é" as e + combining acute in the page, one code point in the text, as trafilatura's own
+    # output is (and as the corpus's gold snippets are written).
+    sentence = "Le café du quartier ouvre à sept heures et ferme tard le soir. " * 8
+    html = f"<html><body><article><p>{sentence}</p></article></body></html>"
+    raw = html.replace("é", "e\u0301").encode("utf-8")
+    [doc] = stage.process_batch([make_document("web", "http://example.com/cafe", raw=raw)])
+    assert is_kept(doc) and "café" in doc["text"] and "\u0301" not in doc["text"]

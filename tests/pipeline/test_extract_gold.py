@@ -14,11 +14,17 @@ from pipeline.extract_gold import GoldPage, load_gold, score_pages, snippet_coun
 from pipeline.html_text import extract_html
 from tests.helpers import need_corpus
 
-# trafilatura 2.3.1's extract() defaults on these pages: the corpus README's figures for the
-# full-text sources. For snippets the README says 0.926, but trafilatura's own scoring code
-# (which extract_gold follows) gives its defaults 0.9215 on these 609 pages, in the same run
-# as kiln (bench/bench_extract.py); kiln must at least match the defaults.
-TARGETS = {"scrapinghub": 0.957, "readability": 0.952, "snippets": 0.9215}
+# Issue 4's targets: trafilatura 2.3.1 on these pages, as the corpus README gives it. The
+# full-text figures are extract() with every default; the snippet figure is extract() without
+# comments, as trafilatura's own evaluation runs it, scored as extract_gold does: 1708 of the
+# 1810 "with" snippets found and 171 of the 1817 "without" ones kept, F1 0.925996 (P 0.909,
+# R 0.944), which the README rounds to 0.926. bench/bench_extract.py measures all three in one
+# run.
+TARGETS = {
+    "scrapinghub": 0.957,
+    "readability": 0.952,
+    "snippets": 2 * 1708 / (2 * 1708 + 171 + 102),
+}
 
 
 def _extract(args: tuple[bytes, str | None]) -> str | None:
@@ -63,3 +69,10 @@ def test_snippets_count_like_trafilaturas_evaluation():
         0,
     )
     assert snippet_counts(None, page).false_negatives == 2
+
+
+def test_snippets_match_across_whitespace_runs():
+    # trafilatura's evaluation squeezes whitespace in both: a snippet over a line break counts.
+    page = GoldPage("trafilatura", "x", None, None, with_snippets=["two  lines\n"])
+    assert snippet_counts("one\ntwo\n\nlines", page).true_positives == 1
+    assert snippet_counts("twolines", page).true_positives == 0
