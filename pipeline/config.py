@@ -64,7 +64,8 @@ class InputSpec(StrictModel):
 
 
 class ExtractConfig(StrictModel):
-    # Defaults chosen by bench/bench_extract.py on the shared corpus's gold pages.
+    # Defaults chosen by bench/bench_extract.py on the shared corpus's gold pages; the sweep
+    # (each setting's F1 per source) is in README.md, "Cleaning: what is dropped and why".
     favor_precision: bool = Field(False, description="trafilatura: less boilerplate, less text.")
     favor_recall: bool = Field(False, description="trafilatura: more text, more boilerplate.")
     include_tables: bool = Field(True, description="Keep the text of HTML tables.")
@@ -427,6 +428,16 @@ class ShardConfig(StrictModel):
         lt=0.5,
         description="Share of the text (by characters) held out for validation, in whole "
         "documents chosen by a hash of their id; at least one document.",
+    )
+    # Counted in tokens, as training budgets are, and as datatrove's tokenizer caps its files;
+    # 1e8 tokens is 200 MB of uint16, the shard size of build-nanogpt's fineweb.py.
+    target_tokens: int = Field(
+        100_000_000,
+        ge=1,
+        description="Tokens per shard (end-of-document tokens included). A shard is closed at "
+        "the first document that brings it to this many, so every shard of a split but the "
+        "last reaches it; documents are never split across shards. A refresh packs only its "
+        "new documents.",
     )
 
 

@@ -301,6 +301,7 @@ def refresh(
                     tmp,
                     val_ids,
                     tok["eos_id"],
+                    target_tokens=cfg.shards.target_tokens,
                     batch_size=cfg.batch_size,
                     concurrency=concurrency,
                 )

@@ -38,7 +38,15 @@ from pipeline.ledger import (
 from pipeline.pii import PIIStage
 from pipeline.quality import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 from pipeline.read import READ_STAGE, ReadStats, discover_inputs, input_identity, read_batch
-from pipeline.shards import FORMAT_VERSION, ShardWriterFn, dtype_for_vocab, id_space
+from pipeline.shards import (
+    FORMAT_VERSION,
+    DocumentEncoderFn,
+    assign_shards,
+    dtype_for_vocab,
+    id_space,
+    plan_shards,
+    write_shard_group,
+)
 from pipeline.stage import Stage, apply_stages
 from pipeline.store import DatasetStore, atomic_write_json, atomic_write_text, staging_dir
 from pipeline.tokenizer import (
@@ -320,19 +328,49 @@ def write_shards(
     val_ids: frozenset[str],
     eos_id: int,
     *,
+    target_tokens: int,
     batch_size: int,
     concurrency: int,
 ) -> list[dict]:
-    """Tokenize the kept documents into shards in ``folder`` on Ray workers; one row a shard."""
-    import ray
+    """Tokenize the kept documents into shards of about ``target_tokens`` in ``folder``.
 
-    rows = kept.map_batches(
-        ShardWriterFn,
-        fn_constructor_args=(tokenizer_json, str(folder), val_ids, eos_id),
+    Ray workers tokenize and Ray workers write (pipeline/shards.py says how): every shard but
+    the last of a split reaches the target, and the bytes depend only on the documents, not on
+    the number of workers or blocks. One manifest row a shard, sorted by split and name.
+    """
+    import ray
+    from ray.data.context import ShuffleStrategy
+
+    encoded = kept.map_batches(
+        DocumentEncoderFn,
+        fn_constructor_args=(tokenizer_json, val_ids, eos_id),
         batch_format="pyarrow",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=max(1, min(concurrency, kept.num_blocks()))),
-    ).take_all()
+    ).materialize()  # tokenized once; the plan and the writers read the same rows
+    sizes = [
+        b
+        for b in encoded.select_columns(["split", "id", "n_tokens"]).iter_batches(
+            batch_format="pyarrow", batch_size=None
+        )
+        if b.num_rows
+    ]
+    if not sizes:
+        return []
+    starts = plan_shards(pa.concat_tables(sizes), target_tokens)
+    log.info("shards: %d of about %d tokens", len(starts), target_tokens)
+    planned = encoded.map_batches(
+        assign_shards, fn_kwargs={"starts": starts}, batch_format="pyarrow"
+    )
+    # A sort brings each shard's rows together. Ray's default hash shuffle starts a pool of
+    # aggregator actors first, which costs more than it saves for a few large groups; the
+    # setting is this dataset's own copy of the context, nothing else changes.
+    planned.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    rows = (
+        planned.groupby("shard")
+        .map_groups(write_shard_group, fn_kwargs={"folder": str(folder)}, batch_format="pyarrow")
+        .take_all()
+    )
     rows.sort(key=lambda r: (r["split"], r["name"]))
     return rows
 
@@ -456,6 +494,7 @@ def _commit_build(
             tmp,
             val_ids,
             tok_info["eos_id"],
+            target_tokens=cfg.shards.target_tokens,
             batch_size=cfg.batch_size,
             concurrency=concurrency,
         )

@@ -119,3 +119,104 @@ def test_the_eos_token_comes_from_the_version_and_the_checkpoint(tmp_path):
     assert eos_token_of(tmp_path) == "</s>"
     assert checkpoint_eos_token({"dataset_dir": str(tmp_path)}) == "</s>"
     assert checkpoint_eos_token({"eos_token": "<eod>", "dataset_dir": str(tmp_path)}) == "<eod>"
+
+
+def test_a_plan_closes_each_shard_at_the_target():
+    import pyarrow as pa
+
+    from pipeline.shards import plan_shards
+
+    sizes = pa.table(
+        {
+            "split": ["train"] * 6 + ["val"] * 2,
+            "id": ["f", "b", "a", "e", "c", "d", "y", "x"],
+            "n_tokens": [5, 3, 4, 9, 2, 2, 1, 1],
+        }
+    )
+    # By id: a4 b3 c2 d2 e9 f5 -> [a b] 7, [c d e] 13, [f] 5 (the last, short); val: [x y] 2.
+    assert plan_shards(sizes, 6) == [("train", "a"), ("train", "c"), ("train", "f"), ("val", "x")]
+    assert plan_shards(sizes, 1000) == [("train", "a"), ("val", "x")]
+    assert len(plan_shards(sizes, 1)) == 8
+    # Identical documents (the same id, possible with dedup off) never straddle two shards.
+    twins = pa.table({"split": ["train"] * 3, "id": ["a", "a", "b"], "n_tokens": [3, 3, 3]})
+    assert plan_shards(twins, 3) == [("train", "a"), ("train", "b")]
+
+
+@pytest.fixture(scope="module")
+def pages(books) -> list[dict]:
+    """The books cut into 48 page-sized documents: enough for many small shards."""
+    return [
+        make_document("book", f"{book['url']}#{i}", text=book["text"][i : i + 3000])
+        for book in books
+        for i in range(0, 16 * 3000, 3000)
+    ]
+
+
+def _write(ray_local, tmp_path, pages, tokenizer, *, blocks, concurrency, target):
+    from pipeline.runner import write_shards
+
+    folder = tmp_path / f"{blocks}-{concurrency}-{target}"
+    folder.mkdir()
+    kept = ray_local.data.from_arrow(to_table(pages)).repartition(blocks).materialize()
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    val_ids = frozenset(p["id"] for p in pages[::10])
+    rows = write_shards(
+        kept,
+        tokenizer.to_str(),
+        folder,
+        val_ids,
+        eos,
+        target_tokens=target,
+        batch_size=4,
+        concurrency=concurrency,
+    )
+    manifest = {"dtype": "uint16", "tokenizer": {"eos_id": eos}, "shards": rows}
+    atomic_write_json(folder / "manifest.json", manifest)
+    return folder, rows, val_ids
+
+
+def test_shards_reach_the_target_whatever_the_blocks(ray_local, tmp_path, pages, tokenizer):
+    from model.data import TrainWindows, validation_windows
+
+    target = 5000
+    folder, rows, val_ids = _write(
+        ray_local, tmp_path, pages, tokenizer, blocks=5, concurrency=2, target=target
+    )
+    assert verify_version(folder) == []
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert len(train_rows) >= 4  # a tiny target gives many shards
+    assert sum(r["tokens"] < target for r in train_rows) == 1  # only the last falls short
+
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    texts = {p["id"]: p["text"] for p in pages}
+    for split, expected in (("train", set(texts) - val_ids), ("val", val_ids)):
+        shards = TokenShards(folder, split)
+        seen = []
+        for row in (r for r in rows if r["split"] == split):
+            tokens = np.fromfile(folder / f"{row['name']}.bin", dtype="<u2")
+            idx = np.fromfile(folder / f"{row['name']}.idx", dtype="<i8")
+            docs_jsonl = (folder / f"{row['name']}.docs.jsonl").read_text().splitlines()
+            ids = [json.loads(line)["id"] for line in docs_jsonl]
+            assert ids == sorted(ids) and len(ids) == len(idx) - 1 == row["documents"]
+            # Exactly one EOS after each document, where the index says it ends.
+            assert np.flatnonzero(tokens == eos).tolist() == (idx[1:] - 1).tolist()
+            # No shard holds more than the one document that took it to the target.
+            assert idx[-2] < target
+            for doc_id, start, end in zip(ids, idx[:-1], idx[1:], strict=True):
+                assert tokenizer.decode(tokens[start : end - 1].tolist()) == texts[doc_id]
+            seen += ids
+        assert sorted(seen) == sorted(expected)  # every document, whole, on its own side
+        assert shards.num_documents == len(expected)
+
+    # The model side reads the packed shards as one stream.
+    windows = TrainWindows(folder, block_size=64, seed=0)
+    assert windows.num_tokens == sum(r["tokens"] for r in train_rows)
+    assert windows.window(0).shape == (65,)
+    val_tokens = sum(y.numel() for _, y in validation_windows(folder, 64, 4))
+    assert val_tokens == sum(r["tokens"] - 1 for r in rows if r["split"] == "val")
+
+    # Other block and worker counts give the same files, byte for byte.
+    _, again, _ = _write(
+        ray_local, tmp_path, pages, tokenizer, blocks=1, concurrency=1, target=target
+    )
+    assert again == rows
