@@ -4,8 +4,9 @@ For every gold page of the shared corpus (../shared/corpus/gold, see its README)
 extractions of the main text: ``trafilatura.extract`` with every default and with comments
 left out (the setting of trafilatura's own evaluation, which the corpus README's snippet figure
 comes from), both in this process, and kiln's extract stage as the data job runs it (its
-time-limited child process, settings from ExtractConfig's defaults). They alternate per page,
-in a shuffled order, so machine load falls on all alike.
+time-limited child process, settings from ExtractConfig's defaults, fed a batch of pages at a
+time as the data job's Ray workers feed it). They alternate per batch of pages, in a shuffled
+order, so machine load falls on all alike.
 
 Prints per source: mean token F1 for scrapinghub (``articleBody``) and readability (the text
 of ``expected_html``), snippet precision/recall/F1 for the trafilatura eval, the share of its
@@ -42,6 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--every", type=int, default=1, help="use every N-th page (default all)")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="pages per batch (data.batch_size's default)"
+    )
     args = parser.parse_args()
 
     import trafilatura
@@ -54,37 +58,41 @@ def main() -> None:
     stage = ExtractStage()
     stage.setup()
 
-    def kiln(page, raw) -> tuple[str | None, dict]:
-        doc = make_document("web", page.url or str(page.path), raw=raw)
-        reason = stage.process(doc)
-        return (None if reason else doc["text"]), doc["meta"]
+    def kiln(batch: list) -> list[tuple[str | None, dict]]:
+        docs = [make_document("web", page.url or str(page.path), raw=raw) for page, raw in batch]
+        stage.process_batch(docs)
+        return [(None if doc["drop_reason"] else doc["text"], doc["meta"]) for doc in docs]
+
+    def each_page(extract):
+        return lambda batch: [extract(raw) for _, raw in batch]
 
     runners = {
-        "defaults": lambda page, raw: trafilatura.extract(raw),
-        "no comments": lambda page, raw: trafilatura.extract(raw, include_comments=False),
+        "defaults": each_page(trafilatura.extract),
+        "no comments": each_page(lambda raw: trafilatura.extract(raw, include_comments=False)),
         "kiln": kiln,
     }
 
     # Warm all up (imports, the child process, lazily built regexes) outside the timing.
-    for page, raw in zip(pages[:10], raws[:10], strict=True):
-        for run in runners.values():
-            run(page, raw)
+    for run in runners.values():
+        run(list(zip(pages[:10], raws[:10], strict=True)))
 
     rng = random.Random(0)
     texts: dict[str, list] = {name: [] for name in runners}
     seconds = dict.fromkeys(runners, 0.0)
     metas = []
-    for page, raw in zip(pages, raws, strict=True):
+    pairs = list(zip(pages, raws, strict=True))
+    for start in range(0, len(pairs), args.batch_size):
+        batch = pairs[start : start + args.batch_size]
         order = list(runners)
         rng.shuffle(order)
         for name in order:
             t0 = time.perf_counter()
-            text = runners[name](page, raw)
+            out = runners[name](batch)
             seconds[name] += time.perf_counter() - t0
             if name == "kiln":
-                text, meta = text
-                metas.append(meta)
-            texts[name].append(text)
+                metas += [meta for _, meta in out]
+                out = [text for text, _ in out]
+            texts[name] += out
     stage.close()
 
     scores = {name: score_pages(pages, texts[name]) for name in texts}

@@ -13,9 +13,10 @@ are not text), ``no_main_text``, and ``empty_text`` (a book or text with nothing
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pipeline.gutenberg import strip_gutenberg
-from pipeline.records import Document
+from pipeline.records import Document, is_kept, mark_dropped
 from pipeline.stage import Stage
 from pipeline.timelimit import CallFailed, CallTimedOut, ChildDied, TimeLimitedWorker
 
@@ -86,19 +87,54 @@ class ExtractStage(Stage):
     def process(self, doc: Document) -> str | None:
         if doc["source"] == "book":
             return self._book(doc)
-        if doc.get("raw") is not None:
-            return self._html(doc)
-        return None if doc["text"].strip() else "empty_text"
+        if doc.get("raw") is None:
+            return None if doc["text"].strip() else "empty_text"
+        reason, request = self._page_request(doc)
+        if request is None:
+            return reason
+        self.setup()
+        [outcome] = self._worker.map([request])
+        return self._apply(doc, outcome)
 
-    def _html(self, doc: Document) -> str | None:
+    def process_batch(self, docs: Sequence[Document]) -> list[Document]:
+        """Extract a batch: its web pages go to the child together, so the child goes from one
+        page to the next without waiting for this process to be scheduled in between."""
+        pages: list[tuple[Document, dict]] = []
+        for doc in docs:
+            if not is_kept(doc):
+                continue
+            try:
+                if doc["source"] != "book" and doc.get("raw") is not None:
+                    reason, request = self._page_request(doc)
+                    if request is not None:
+                        pages.append((doc, request))
+                else:
+                    reason = self.process(doc)
+            except Exception as exc:  # one bad document must not fail the job
+                reason = f"error:{type(exc).__name__}"
+            if reason is not None:
+                mark_dropped(doc, self.name, reason)
+        if pages:
+            self.setup()
+            outcomes = self._worker.map([request for _, request in pages])
+            for (doc, _), outcome in zip(pages, outcomes, strict=True):
+                try:
+                    reason = self._apply(doc, outcome)
+                except Exception as exc:
+                    reason = f"error:{type(exc).__name__}"
+                if reason is not None:
+                    mark_dropped(doc, self.name, reason)
+        return list(docs)
+
+    def _page_request(self, doc: Document) -> tuple[str | None, dict | None]:
+        """(drop reason, None) for a page not worth trying, else (None, the child's request)."""
         raw = doc["raw"]
         doc["raw"] = None
         if not raw or not raw.strip():
-            return "empty_page"
+            return "empty_page", None
         if len(raw) > self.max_page_bytes:
             doc["meta"]["page_bytes"] = str(len(raw))
-            return "page_too_large"
-        self.setup()
+            return "page_too_large", None
         url = doc["url"] if doc["url"].startswith(("http://", "https://")) else None
         request = {
             "raw": raw,
@@ -106,16 +142,19 @@ class ExtractStage(Stage):
             "content_type": doc["meta"].get("content_type"),
             "settings": self.settings,
         }
-        try:
-            status, text, meta = self._worker.call(request)
-        except CallTimedOut:
+        return None, request
+
+    def _apply(self, doc: Document, outcome) -> str | None:
+        """Put the child's answer for one page into ``doc``; its drop reason or None."""
+        if isinstance(outcome, CallTimedOut):
             log.warning("extract: gave up on %s after %g s", doc["url"], self.time_limit_seconds)
             return "extract_timeout"
-        except ChildDied as exc:
-            log.warning("extract: %s on %s", exc, doc["url"])
+        if isinstance(outcome, ChildDied):
+            log.warning("extract: %s on %s", outcome, doc["url"])
             return "extract_crashed"
-        except CallFailed as exc:
-            return f"extract_error:{exc.kind}"
+        if isinstance(outcome, CallFailed):
+            return f"extract_error:{outcome.kind}"
+        status, text, meta = outcome
         doc["meta"].update(meta)
         if status != "ok":
             return status

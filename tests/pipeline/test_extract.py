@@ -148,3 +148,22 @@ def test_text_comes_out_in_unicode_nfc(stage):
     raw = html.replace("é", "e\u0301").encode("utf-8")
     [doc] = stage.process_batch([make_document("web", "http://example.com/cafe", raw=raw)])
     assert is_kept(doc) and "café" in doc["text"] and "\u0301" not in doc["text"]
+
+
+def test_a_batch_gives_what_page_by_page_gives(stage):
+    # process_batch sends a batch's pages to the child together; the outcome must not differ
+    # from handing them over one at a time, bad pages and books mixed in included.
+    def batch():
+        book = (SAMPLE / "books" / "pg35_The_Time_Machine.txt").read_text(encoding="utf-8-sig")
+        return [
+            _page("anarc.at.cdpath.html.gz"),
+            make_document("web", "http://example.com/empty", raw=b""),
+            make_document("book", "pg35", text=book),
+            make_document("web", "http://example.com/nav", raw=NAV_ONLY),
+            _page("flowfx.de.tmux.html.gz"),
+        ]
+
+    together = stage.process_batch(batch())
+    one_by_one = [stage.process_batch([doc])[0] for doc in batch()]
+    for a, b in zip(together, one_by_one, strict=True):
+        assert (a["drop_reason"], a["text"], a["meta"]) == (b["drop_reason"], b["text"], b["meta"])
