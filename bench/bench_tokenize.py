@@ -1,9 +1,10 @@
 """Tokenize-and-shard throughput against bare `tokenizers` encode_batch, on the same text.
 
-kiln's shard writer (pipeline/shards.py, ShardWriterFn: the function each Ray worker runs on a
-batch of documents) turns Arrow rows into documents, encodes them, lays the ids out with one
-end-of-document token after each, and writes the .bin, .idx and .docs.jsonl files with their
-checksums. The baseline is `Tokenizer.encode_batch` alone on the same batches of the same
+kiln's shard writer (pipeline/shards.py, ShardWriterFn: the two steps Ray workers run,
+DocumentEncoderFn on a batch of documents and write_shard on a packed shard, in one call) turns
+Arrow rows into documents, encodes them (encode_batch_fast: offsets are never used), lays the ids
+out with one end-of-document token after each, and writes the .bin, .idx and .docs.jsonl files
+with their checksums. The baseline is `Tokenizer.encode_batch` alone on the same batches of the same
 texts, with the same tokenizer, in the same process. The issue's target is a ratio of at least
 0.9.
 

@@ -128,7 +128,10 @@ class DocumentEncoderFn:
             return ENCODED_SCHEMA.empty_table()
         # add_special_tokens=False: a given tokenizer's post-processor (BOS, ...) adds nothing;
         # the shard format has exactly one EOS per document and nothing else.
-        encodings = self.tokenizer.encode_batch([d["text"] for d in docs], add_special_tokens=False)
+        # encode_batch_fast: the same ids without character offsets, which shards never use.
+        encodings = self.tokenizer.encode_batch_fast(
+            [d["text"] for d in docs], add_special_tokens=False
+        )
         token_lists = [e.ids for e in encodings]  # each .ids builds a new list: once only
         lengths = np.array([len(t) + 1 for t in token_lists], dtype=np.int64)  # +1: the EOS
         idx = np.zeros(len(docs) + 1, dtype=np.int64)
