@@ -7,10 +7,15 @@ On the same texts, in the same run:
    call per shingle. Both shingle the same way, so the ratio is the hashing alone. Target: 5x.
 2. The whole dedup stage on Ray (pipeline/dedup.py: signatures, band keys through a groupby,
    union-find, marking) in documents per second.
-3. Peak memory of the dedup stage at 1x and 4x input, each in a fresh process: the driver's peak
-   RSS and the peak summed RSS of every process of the Ray session, next to the size of the
-   signatures. Texts are read from Parquet by Ray workers, as in the data job, so the driver
-   never holds them. Target: growth no more than the signatures' size.
+3. Memory of the dedup stage at 1x and 4x input, each in a fresh process, next to the growth of
+   the signatures and of the texts: the bytes that go through the groupby (the shuffle) per
+   document, the object store's peak and spilled bytes, and the heap (RSS less shared pages,
+   so the object store's shared memory is not counted once per process mapping it) of the
+   driver and of Ray's worker processes, apart. Texts are read from Parquet by Ray workers, as
+   in the data job, so the driver never holds them; they come in files of FILE_DOCS documents
+   (so Ray Data blocks of that size), as a data job's stages hand dedup many blocks. Target:
+   growth no more than the signatures' size, for what the stage itself holds (the shuffle, the
+   driver, one worker); the object store also holds the stage's output, the documents.
 
 The texts are the shared corpus's Gutenberg books cut into documents of about 4 KB.
 
@@ -37,6 +42,8 @@ from pipeline.minhash import MinHasher  # noqa: E402
 
 DOC_CHARS = 4000
 NUM_PERM = 112
+WORKERS = 2  # dedup workers, one per CPU of the bench's Ray
+FILE_DOCS = 300  # documents per input Parquet file, so per Ray Data block
 
 
 def book_documents(corpus: Path, limit: int) -> list[str]:
@@ -87,66 +94,123 @@ def bench_signatures(texts: list[str]) -> None:
     print(f"  kiln incl. shingling        {n / kiln:9.0f} docs/s")
 
 
-def _tree_rss() -> tuple[int, int, int]:
-    """This process and its descendants (the Ray session it started: GCS, raylet, workers):
-    summed RSS, the largest single RSS (bytes), and how many processes."""
-    import psutil
+def _heap(proc) -> int:
+    """RSS less shared pages: the object store is shared memory, mapped by every Ray process."""
+    info = proc.memory_info()
+    return info.rss - info.shared
 
-    me = psutil.Process()
-    sizes = [me.memory_info().rss]
+
+def _ray_workers(me) -> list:
+    """Ray's worker processes under this driver (their titles start with ``ray::``); the rest
+    of the session (GCS, raylet, agents) does not run kiln's code."""
+    workers = []
     for proc in me.children(recursive=True):
         try:
-            sizes.append(proc.memory_info().rss)
-        except psutil.Error:
+            cmd = proc.cmdline()
+        except Exception:  # exited between listing and reading
             continue
-    return sum(sizes), max(sizes[1:], default=0), len(sizes)
+        if cmd and cmd[0].startswith("ray::"):
+            workers.append(proc)
+    return workers
+
+
+class MemorySampler:
+    """Samples, every 0.2 s, the heaps of the driver and of each Ray worker, and the bytes in
+    the object store; keeps the peaks."""
+
+    def __init__(self):
+        import psutil
+        import ray
+        from ray._private import internal_api  # `ray memory --stats-only` reads the same reply
+
+        self.me = psutil.Process()
+        self.state = internal_api.get_state_from_address(ray.get_runtime_context().gcs_address)
+        self.memory_reply = internal_api.get_memory_info_reply
+        self.driver_before = _heap(self.me)
+        self.store_before = self.store_stats().object_store_bytes_used
+        self.driver_peak = self.driver_before
+        self.worker_peak = 0  # the largest single worker
+        self.worker_peak_task = ""  # what it was running then
+        self.workers_peak = 0  # all workers at one moment
+        self.store_peak = self.store_before
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def store_stats(self):
+        return self.memory_reply(self.state).store_stats
+
+    def sample(self) -> None:
+        self.driver_peak = max(self.driver_peak, _heap(self.me))
+        heaps = []
+        for proc in _ray_workers(self.me):
+            try:
+                heap, task = _heap(proc), proc.cmdline()[0]
+            except Exception:
+                continue
+            heaps.append(heap)
+            if heap > self.worker_peak:
+                self.worker_peak, self.worker_peak_task = heap, task
+        self.workers_peak = max(self.workers_peak, sum(heaps))
+        self.store_peak = max(self.store_peak, self.store_stats().object_store_bytes_used)
+
+    def _run(self) -> None:
+        while not self.done.wait(0.2):
+            self.sample()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        self.sample()
 
 
 def run_stage(parquet: str) -> dict:
-    """Child process: the dedup stage on Ray over the documents in ``parquet``."""
-    import resource
-
+    """Child process: the dedup stage on Ray over the documents in the Parquet folder."""
+    import pyarrow.compute as pc
     import ray
 
     from pipeline.dedup import run_dedup
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.read_parquet(parquet)
     n_docs = ds.count()
-    baseline_tree, _, _ = _tree_rss()
-    baseline_driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    peak = [baseline_tree, 0, 0]  # summed, largest child, most processes
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.2):
-            total, largest, count = _tree_rss()
-            peak[:] = [max(peak[0], total), max(peak[1], largest), max(peak[2], count)]
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t0 = time.perf_counter()
-    result = run_dedup(ds, num_perm=NUM_PERM, bands=14, rows=8, shingle_size=5, concurrency=2)
-    kept = sum(
-        b["drop_reason"].null_count
+    with MemorySampler() as memory:
+        t0 = time.perf_counter()
+        result = run_dedup(
+            ds, num_perm=NUM_PERM, bands=14, rows=8, shingle_size=5, concurrency=WORKERS
+        )
+        kept = sum(
+            b["drop_reason"].null_count
+            for b in result.documents.iter_batches(batch_format="pyarrow", batch_size=None)
+        )
+        seconds = time.perf_counter() - t0
+    spilled = memory.store_stats().spilled_bytes_total
+    text_bytes = sum(
+        pc.sum(pc.binary_length(pc.cast(b["text"], "binary"))).as_py() or 0
         for b in result.documents.iter_batches(batch_format="pyarrow", batch_size=None)
     )
-    seconds = time.perf_counter() - t0
-    done.set()
-    sampler.join()
-    ray.shutdown()
-    return {
+    out = {
         "docs": n_docs,
         "kept": kept,
         "seconds": seconds,
-        "driver_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "driver_before": baseline_driver,
-        "tree_peak": peak[0],
-        "tree_before": baseline_tree,
-        "largest_worker_peak": peak[1],
-        "processes": peak[2],
+        "text_bytes": text_bytes,
         "signature_bytes": n_docs * NUM_PERM * 4,
+        "fingerprint_bytes": result.stats["fingerprint_bytes"],
+        "shuffle_bytes": result.stats["shuffle_bytes"],
+        "documents_bytes": result.documents.size_bytes(),
+        "store_peak": memory.store_peak - memory.store_before,
+        "spilled": spilled,
+        "driver_growth": memory.driver_peak - memory.driver_before,
+        "worker_peak": memory.worker_peak,
+        "worker_peak_task": memory.worker_peak_task,
+        "workers_peak": memory.workers_peak,
     }
+    ray.shutdown()
+    return out
 
 
 def bench_stage(texts: list[str], scales: list[int]) -> None:
@@ -159,8 +223,12 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
         for scale in scales:
             part = texts[: len(texts) * scale // max(scales)]
             docs = [make_document("book", f"doc{i}", text=t) for i, t in enumerate(part)]
-            path = os.path.join(tmp, f"docs{scale}.parquet")
-            pq.write_table(to_table(docs), path)
+            # Files of FILE_DOCS documents, as a data job's stages hand dedup many blocks: a
+            # worker holds its whole block, so one file of everything would make that grow too.
+            path = os.path.join(tmp, f"docs{scale}")
+            os.mkdir(path)
+            for i in range(0, len(docs), FILE_DOCS):
+                pq.write_table(to_table(docs[i : i + FILE_DOCS]), f"{path}/{i:06d}.parquet")
             out = subprocess.run(
                 [sys.executable, __file__, "--child", path],
                 capture_output=True,
@@ -171,27 +239,32 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
             results[scale] = json.loads(out.stdout.strip().splitlines()[-1])
 
     mb = 1 << 20
-    print("dedup stage on Ray (2 CPUs), each scale in a fresh process")
+    print(f"dedup stage on Ray (2 CPUs, {WORKERS} workers), each scale in a fresh process")
     for scale, r in results.items():
+        n = r["docs"]
         print(
-            f"  {scale}x: {r['docs']:5d} docs, kept {r['kept']:5d}, {r['docs'] / r['seconds']:6.0f}"
-            f" docs/s; driver peak RSS {r['driver_peak'] / mb:6.0f} MB"
-            f" (+{(r['driver_peak'] - r['driver_before']) / mb:.0f} during dedup);"
-            f" Ray session peak {r['tree_peak'] / mb:6.0f} MB"
-            f" (+{(r['tree_peak'] - r['tree_before']) / mb:.0f}, {r['processes']} processes,"
-            f" largest Ray process {r['largest_worker_peak'] / mb:.0f} MB);"
-            f" signatures {r['signature_bytes'] / mb:.2f} MB"
+            f"  {scale}x: {n} docs, kept {r['kept']}, {n / r['seconds']:.0f} docs/s\n"
+            f"      per document: text {r['text_bytes'] / n:.0f} B, signature"
+            f" {r['signature_bytes'] / n:.0f} B, fingerprint row {r['fingerprint_bytes'] / n:.0f}"
+            f" B, shuffled rows {r['shuffle_bytes'] / n:.0f} B\n"
+            f"      object store peak +{r['store_peak'] / mb:.1f} MB (the marked documents alone"
+            f" {r['documents_bytes'] / mb:.1f} MB), spilled {r['spilled'] / mb:.1f} MB\n"
+            f"      heap (RSS less shared): driver +{r['driver_growth'] / mb:.1f} MB, largest"
+            f" Ray worker {r['worker_peak'] / mb:.1f} MB ({r['worker_peak_task']}), all Ray"
+            f" workers {r['workers_peak'] / mb:.1f} MB"
         )
     if len(results) == 2:
         lo, hi = (results[s] for s in sorted(results))
-        growth = (hi["tree_peak"] - hi["tree_before"]) - (lo["tree_peak"] - lo["tree_before"])
-        text_growth = sum(map(len, texts)) * (1 - min(scales) / max(scales))
+
+        def grew(key: str) -> str:
+            return f"{(hi[key] - lo[key]) / mb:+.1f} MB"
+
         print(
-            f"  growth 1x->4x of the stage's peak: {growth / mb:+.0f} MB, against"
-            f" {(hi['signature_bytes'] - lo['signature_bytes']) / mb:.2f} MB of added signatures"
-            f" and {text_growth / mb:.1f} MB of added text; largest Ray process"
-            f" {(hi['largest_worker_peak'] - lo['largest_worker_peak']) / mb:+.0f} MB, driver"
-            f" {(hi['driver_peak'] - lo['driver_peak']) / mb:+.0f} MB"
+            f"  growth 1x->4x: signatures {grew('signature_bytes')}, texts {grew('text_bytes')};"
+            f" shuffled rows {grew('shuffle_bytes')}, driver heap {grew('driver_growth')},"
+            f" largest worker heap {grew('worker_peak')}, all workers' heap"
+            f" {grew('workers_peak')}, object store peak {grew('store_peak')}"
+            f" (marked documents {grew('documents_bytes')})"
         )
 
 

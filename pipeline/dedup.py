@@ -18,11 +18,12 @@ beyond the first step:
    ``exact_duplicate`` (its normalised text equals a kept member's) or ``near_duplicate``,
    with ``meta['duplicate_of']`` naming a kept document.
 
-Which document a cluster keeps is decided by a fixed rule, so the result does not depend on
-the number of workers, of blocks, or on input order: a document of an earlier version always
-stays; otherwise the longest text (the most complete copy) stays, ties going to the smallest
-id. Documents with fewer words than one shingle have no signature and take part in exact dedup
-only.
+Steps 1, 2, 3 and 5 run on ``concurrency`` workers (concurrent Ray tasks; the groupby has as
+many partitions). Which document a cluster keeps is decided by a fixed rule, so the result does
+not depend on the number of workers, of blocks, or on input order: a document of an earlier
+version always stays; otherwise the longest text (the most complete copy) stays, ties going to
+the smallest id. Documents with fewer words than one shingle have no signature and take part in
+exact dedup only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "cluster",
     "fingerprint_batch",
     "run_dedup",
+    "worker_args",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,12 @@ _LINK_SCHEMA = pa.schema(
         ("b_old", pa.bool_()),
     ]
 )
+
+# Documents per batch in the steps that hold texts (fingerprint, mark). A batch's shingle sets
+# take over 100 KB per 4 KB document: fingerprinting a whole block of 2,400 such documents at
+# once peaked at 451 MB of worker heap against 239 MB for 600 (bench/bench_dedup.py), so a
+# worker's memory grew with its block; in batches it stays put.
+TEXT_BATCH_DOCS = 256
 
 # The exact-text bucket of a document gets a key from its text hash; banded keys come from
 # pipeline.minhash.band_keys. Both are 64-bit hashes, so they do not collide in practice.
@@ -304,6 +312,28 @@ def _mark_old(batch: pa.Table) -> pa.Table:
     )
 
 
+def worker_args(workers: int | None) -> dict:
+    """``map_batches``/``map_groups`` arguments running a step on ``workers`` concurrent Ray tasks.
+
+    Each task asks for one CPU, or for a share of the cluster's CPUs when there are more workers
+    than CPUs, so that all of them can run at once (4 workers on 2 CPUs take half a CPU each).
+    Tasks rather than an actor pool: a pool holds its CPUs for the whole step, and one that
+    holds every CPU starves the upstream tasks reading its input (on Ray 2.60, 4 actors of half
+    a CPU on 2 CPUs never received a block). ``None`` leaves the choice to Ray Data.
+    """
+    if workers is None:
+        return {}
+    if workers < 1:
+        raise ValueError(f"dedup: the number of workers must be at least 1, got {workers}")
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return {
+        "compute": ray.data.TaskPoolStrategy(size=workers),
+        "num_cpus": min(1.0, cpus / workers),
+    }
+
+
 class DedupIndex:
     """Bucket keys of every document kept by earlier dataset versions.
 
@@ -352,20 +382,27 @@ def run_dedup(
 
     ``index`` holds the keys of earlier versions: documents of this run that duplicate one of
     them are dropped, and earlier documents are never dropped. ``verify_threshold`` turns on
-    Jaccard verification of candidate links.
+    Jaccard verification of candidate links. ``concurrency`` is the number of workers (see
+    :func:`worker_args`) and of shuffle partitions; ``None`` leaves both to Ray Data.
     """
     if bands * rows > num_perm:
         raise ValueError(f"dedup: bands x rows ({bands} x {rows}) exceeds num_perm {num_perm}")
     hasher = MinHasher(num_perm=num_perm, shingle_size=shingle_size)
     verify = verify_threshold is not None
 
+    workers = worker_args(concurrency)
     fingerprints = ds.map_batches(
-        fingerprint_batch, fn_kwargs={"hasher": hasher}, batch_format="pyarrow"
+        fingerprint_batch,
+        fn_kwargs={"hasher": hasher},
+        batch_format="pyarrow",
+        batch_size=TEXT_BATCH_DOCS,
+        **workers,
     ).materialize()
     keys = fingerprints.map_batches(
         keys_batch,
         fn_kwargs={"bands": bands, "rows": rows, "with_signature": verify},
         batch_format="pyarrow",
+        **workers,
     ).materialize()
 
     candidates = keys
@@ -383,13 +420,22 @@ def run_dedup(
     groupby_kwargs = {"num_partitions": concurrency} if concurrency else {}
     links = (
         candidates.groupby("key", **groupby_kwargs)
-        .map_groups(link_bucket, fn_kwargs={"threshold": verify_threshold}, batch_format="pyarrow")
+        .map_groups(
+            link_bucket,
+            fn_kwargs={"threshold": verify_threshold},
+            batch_format="pyarrow",
+            **workers,
+        )
         .take_all()
     )
     duplicates, sizes = cluster(links)
 
     marked = ds.map_batches(
-        mark_batch, fn_kwargs={"duplicates": duplicates}, batch_format="pyarrow"
+        mark_batch,
+        fn_kwargs={"duplicates": duplicates},
+        batch_format="pyarrow",
+        batch_size=TEXT_BATCH_DOCS,
+        **workers,
     ).materialize()
     kept_keys = keys.map_batches(
         _drop_ids, fn_kwargs={"dropped": frozenset(duplicates)}, batch_format="pyarrow"
@@ -410,5 +456,9 @@ def run_dedup(
         "cluster_sizes": dict(sorted(Counter(sizes).items())),
         "largest_cluster": max(sizes, default=0),
         "lsh": {"num_perm": num_perm, "bands": bands, "rows": rows, "verify": verify},
+        # What this run's documents put into the object store and through the shuffle: the
+        # texts stay out of both (bench/bench_dedup.py compares these with the texts' size).
+        "fingerprint_bytes": fingerprints.size_bytes(),
+        "shuffle_bytes": keys.size_bytes(),
     }
     return DedupResult(marked, kept_keys, stats)

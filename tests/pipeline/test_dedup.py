@@ -20,6 +20,7 @@ from pipeline.dedup import (
     keys_batch,
     link_bucket,
     run_dedup,
+    worker_args,
 )
 from pipeline.gutenberg import strip_gutenberg
 from pipeline.minhash import (
@@ -168,22 +169,39 @@ def _kept_ids(result) -> set[str]:
     return {r["id"] for r in result.documents.take_all() if r["drop_reason"] is None}
 
 
+def test_more_workers_than_cpus_share_them(ray_local):
+    """4 workers on the 2-CPU test Ray ask for half a CPU each, so all 4 can run at once."""
+    cpus = ray_local.cluster_resources()["CPU"]
+    assert worker_args(None) == {}
+    one, four = worker_args(1), worker_args(4)
+    assert one["compute"].size == 1 and one["num_cpus"] == 1.0
+    assert four["compute"].size == 4 and four["num_cpus"] * 4 <= cpus
+    with pytest.raises(ValueError, match="at least 1"):
+        worker_args(0)
+
+
 @pytest.mark.slow
 def test_same_kept_set_whatever_the_blocks_and_workers(ray_local, sample_docs):
     docs = sample_docs + [dict(sample_docs[0], id="copy-of-first", url="copy")]  # an exact copy
     table = to_table(docs)
-    results = []
-    for n in (1, 2, 4):
-        ds = ray_local.data.from_arrow(table).repartition(n)
-        result = run_dedup(ds, num_perm=112, bands=14, rows=8, shingle_size=5, concurrency=n)
-        results.append((_kept_ids(result), result.stats))
+    results = {}
+    # 1, 2 and 4 blocks, and workers (concurrent tasks and shuffle partitions), crossed so that
+    # neither follows the other; the reversed input leaves both to Ray Data.
+    for blocks, workers in ((1, 4), (2, 2), (4, 1)):
+        ds = ray_local.data.from_arrow(table).repartition(blocks)
+        result = run_dedup(ds, num_perm=112, bands=14, rows=8, shingle_size=5, concurrency=workers)
+        results[blocks, workers] = (_kept_ids(result), result.stats)
     reversed_ds = ray_local.data.from_arrow(to_table(list(reversed(docs)))).repartition(3)
     reversed_result = run_dedup(reversed_ds, num_perm=112, bands=14, rows=8, shingle_size=5)
-    assert results[0][0] == results[1][0] == results[2][0] == _kept_ids(reversed_result)
-    stats = results[0][1]
-    assert stats["exact_duplicates"] == 1 and stats["near_duplicates"] == 1
-    assert stats["cluster_sizes"] == {2: 2}
-    assert len(results[0][0]) == len(docs) - 2
+    kept_sets = [kept for kept, _ in results.values()] + [_kept_ids(reversed_result)]
+    assert all(kept == kept_sets[0] for kept in kept_sets)
+    for _, stats in results.values():
+        assert stats["exact_duplicates"] == 1 and stats["near_duplicates"] == 1
+        assert stats["cluster_sizes"] == {2: 2}
+    assert len(kept_sets[0]) == len(docs) - 2
+    # Texts stay out of the shuffle: its rows are a small fraction of the texts' bytes.
+    stats = results[2, 2][1]
+    assert 0 < stats["shuffle_bytes"] < sum(len(d["text"]) for d in docs) / 10
 
 
 @pytest.mark.slow
