@@ -185,7 +185,14 @@ def test_shards_reach_the_target_whatever_the_blocks(ray_local, tmp_path, pages,
     assert verify_version(folder) == []
     train_rows = [r for r in rows if r["split"] == "train"]
     assert len(train_rows) >= 4  # a tiny target gives many shards
-    assert sum(r["tokens"] < target for r in train_rows) == 1  # only the last falls short
+
+    # Every shard but the split's last (the one holding the highest ids) reaches the target;
+    # the last may reach it too, by chance.
+    def first_id(row):
+        return json.loads((folder / f"{row['name']}.docs.jsonl").read_text().splitlines()[0])["id"]
+
+    in_plan_order = sorted(train_rows, key=first_id)
+    assert all(r["tokens"] >= target for r in in_plan_order[:-1])
 
     eos = tokenizer.token_to_id(EOS_TOKEN)
     texts = {p["id"]: p["text"] for p in pages}
