@@ -57,6 +57,17 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _run_name(value: str) -> str:
+    """argparse type: a run name is one folder under the output directory, never a path."""
+    from pipeline.config import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use letters, digits, '_', '.' and '-', not starting with '.'"
+        )
+    return value
+
+
 def _add_job_arguments(p: argparse.ArgumentParser, *, resumable: bool = True) -> None:
     p.add_argument(
         "args",
@@ -68,7 +79,11 @@ def _add_job_arguments(p: argparse.ArgumentParser, *, resumable: bool = True) ->
     p.add_argument(
         "--dry-run", action="store_true", help="validate and print the resolved config, then stop"
     )
-    p.add_argument("--run-name", help="name of the run (default: <job name>-<date>-<time>)")
+    p.add_argument(
+        "--run-name",
+        type=_run_name,
+        help="name of the run (default: <job name>-<date>-<time>); letters, digits, _ . -",
+    )
     if resumable:
         p.add_argument(
             "--resume",

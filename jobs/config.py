@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from model.config import EvalConfig, ModelConfig, TrainConfig
-from pipeline.config import DataConfig, StrictModel
+from pipeline.config import NAME_PATTERN, DataConfig, StrictModel
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -59,7 +59,7 @@ class WandbConfig(StrictModel):
 class JobConfig(StrictModel):
     name: str = Field(
         "demo",
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=NAME_PATTERN,
         description="Job name; runs are "
         "named <name>-<date>-<time> unless --run-name says otherwise.",
     )

@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 
+# A name that becomes one folder in the store or the output directory: letters, digits, "_",
+# "." and "-", not starting with "." (so never "." or "..", which would climb out of it).
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+
+
 class StrictModel(BaseModel):
     """Base for every config object: unknown fields are errors, assignments are validated."""
 
@@ -502,7 +507,7 @@ class CrawlConfig(StrictModel):
     )
     name: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=NAME_PATTERN,
         description="Folder of the crawl under <store>/raw/crawl; null: a hash of what is "
         "crawled, so the same crawl is resumed or reused and a changed one starts afresh.",
     )
@@ -524,7 +529,7 @@ class CrawlConfig(StrictModel):
 
 class DataConfig(StrictModel):
     dataset_name: str = Field(
-        "sample", pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the dataset line in the store."
+        "sample", pattern=NAME_PATTERN, description="Name of the dataset line in the store."
     )
     inputs: list[InputSpec] = Field(
         default_factory=list, description="What to read (may be empty when crawl is set)."

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Ray Data warns when a step's worker count exceeds its input blocks (a small run); the count is
+# a ceiling, not a promise, so the warning tells a user nothing to act on.
+warnings.filterwarnings(
+    "ignore", message=r"The maximum number of concurrent tasks for", category=UserWarning
+)
 
 FINGERPRINT_SCHEMA = pa.schema(
     [
@@ -418,6 +425,8 @@ def run_dedup(
         candidates = keys.union(old)
 
     groupby_kwargs = {"num_partitions": concurrency} if concurrency else {}
+    # No document of this run left to key (every one dropped before dedup): nothing can be a
+    # duplicate, and a groupby over blocks without a "key" column would fail.
     links = (
         candidates.groupby("key", **groupby_kwargs)
         .map_groups(
@@ -427,6 +436,8 @@ def run_dedup(
             **workers,
         )
         .take_all()
+        if keys.count()
+        else []
     )
     duplicates, sizes = cluster(links)
 

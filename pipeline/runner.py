@@ -399,9 +399,14 @@ def resolve_inputs(cfg: DataConfig, store: DatasetStore) -> tuple[list, dict | N
         specs += [(str(path), "warc") for path in crawl.warc_files]
     files = discover_inputs(specs)
     if not files:
-        raise FileNotFoundError(
-            f"nothing to read: the crawl stored no pages ({crawl_stats}) and no inputs are set"
-        )
+        if cfg.crawl is not None and not cfg.inputs:
+            why = f"the crawl stored no pages ({crawl_stats}) and no inputs are set"
+        else:
+            listed = ", ".join(str(spec.path) for spec in cfg.inputs) or "none"
+            why = f"no readable file in the inputs ({listed})"
+            if cfg.crawl is not None:
+                why += f" and the crawl stored no pages ({crawl_stats})"
+        raise FileNotFoundError(f"nothing to read: {why}; check data.inputs and their kind")
     return files, crawl_stats
 
 

@@ -89,3 +89,25 @@ def test_resume_of_a_named_run_that_does_not_exist_starts_it(tmp_path, monkeypat
     # With no name there is nothing to start: --resume alone still needs an unfinished run.
     assert main(["train", "--dataset", str(version), f"output_dir={out}", "--resume"]) == 2
     assert "no unfinished run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", ".hidden"])
+def test_run_and_dataset_names_cannot_leave_their_folder(name, capsys):
+    # Both become one folder name under the output directory or the store.
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "--run-name", name, "--dry-run"])
+    assert exc.value.code == 2 and "--run-name" in capsys.readouterr().err
+    assert main(["data", f"data.dataset_name={name}", "--dry-run"]) == 2
+    assert "data.dataset_name" in capsys.readouterr().err
+
+
+def test_an_input_folder_with_nothing_to_read_names_the_inputs(tmp_path):
+    from pipeline.config import DataConfig
+    from pipeline.runner import resolve_inputs
+    from pipeline.store import DatasetStore
+
+    cfg = DataConfig(inputs=[{"path": str(tmp_path / "empty"), "kind": "html"}])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no readable file in the inputs") as exc:
+        resolve_inputs(cfg, DatasetStore(tmp_path / "store"))
+    assert str(tmp_path / "empty") in str(exc.value) and "crawl" not in str(exc.value)

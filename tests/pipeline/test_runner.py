@@ -138,3 +138,20 @@ def test_data_job_crawls_its_seeds_then_reads_the_warc_files(ray_local, tmp_path
     assert (tmp_path / "store" / "raw" / "crawl" / crawl["name"] / "state.json").exists()
     assert res.stats["read"]["warc"]["files"] == crawl["warc_files"]
     assert res.ledger.documents_in == 7 and res.ledger.balanced
+
+
+def test_a_run_where_every_document_is_dropped_ends_with_its_ledger(ray_local, tmp_path):
+    # Nothing reaches dedup: the job must stop with a clear error, the ledger written and
+    # balanced, rather than fail inside dedup's shuffle.
+    from pipeline.errors import InputError
+
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "empty.html").write_bytes(b"")
+    (pages / "binary.html").write_bytes(bytes(range(256)) * 64)
+    store = DatasetStore(tmp_path / "store")
+    cfg = DataConfig(inputs=[{"path": str(pages), "kind": "html"}], tokenizer={"vocab_size": 512})
+    with pytest.raises(InputError, match="only 0 document"):
+        run_data(cfg, store, "all-dropped", concurrency=2)
+    ledger = json.loads((store.root / "runs" / "all-dropped" / "ledger.json").read_text())
+    assert ledger["documents_in"] == 2 and ledger["documents_kept"] == 0
