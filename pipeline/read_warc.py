@@ -15,6 +15,13 @@
   ``read_error:truncated`` / ``read_error:<Exception>``. Reading then resumes at the next record
   start found in the file (the next gzip member, or the next ``WARC/1.x`` line of an
   uncompressed file), so one bad record does not cost the rest of the file.
+- A file that ends inside a record (a download or copy cut short) loses no record silently:
+  warcio stops quietly on a gzip member that ends early, or yields the part it could read, so
+  each record is checked once read (its gzip member finished, its WARC Content-Length bytes
+  all there, its headers complete), and bytes left after the last record are looked at. The
+  cut record becomes ``read_error:truncated``; records before it are read as usual. A gzip
+  member that does not inflate is ``read_error:CorruptRecord``. Only what a record *is* gets
+  counted in ``records:<type>``: a cut record is counted as an error instead.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ _WARC_START = re.compile(rb"(?:^|\n)(WARC/1\.\d)\r?\n")
 _ARC_START = re.compile(rb"^\S+ \S+ \d{14} ")
 _HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.I | re.S)
 _PAGE_RECORDS = ("response", "resource")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
+# Bytes of a stream that cannot seek kept for a second look at where it ends.
+_KEEP_TAIL = 1 << 20
+# How much of a corrupt record's error message goes into the log.
+_LOG_EXCERPT = 80
 
 
 def clean_target_uri(uri: str | None) -> str:
@@ -60,6 +73,114 @@ def error_row(source: str, where: str, reason: str, meta: dict | None = None) ->
 
 class TruncatedRecord(Exception):
     """A record's payload ends before its declared length."""
+
+
+class CorruptRecord(Exception):
+    """A record whose gzip member does not inflate."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"gzip member at byte {offset} does not inflate")
+        self.offset = offset
+
+
+class _TailKeeper:
+    """A stream that cannot seek, with how far it has been read, whether it has ended, and
+    its last bytes, so the end of an archive cut short can be looked at again."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.pos, self.ended = fh, 0, False
+        self.head = b""
+        self.tail = bytearray()
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.fh.read() if size is None or size < 0 else self.fh.read(size)
+        if not data and size != 0:
+            self.ended = True
+        if len(self.head) < 2:
+            self.head += data[:2]
+        self.pos += len(data)
+        self.tail += data
+        if len(self.tail) > 2 * _KEEP_TAIL:
+            del self.tail[:-_KEEP_TAIL]
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+
+def _excerpt(exc: Exception) -> str:
+    """A short, printable form of an exception whose message may carry raw record bytes."""
+    text = str(exc)
+    short = repr(text[:_LOG_EXCERPT])
+    return f"{type(exc).__name__}: {short}{'...' if len(text) > _LOG_EXCERPT else ''}"
+
+
+def _gzip_member(buf, start: int) -> tuple[str, int]:
+    """Whether the gzip member at ``start`` of ``buf`` is ``complete`` (and where it ends),
+    ``cut`` by the end of ``buf``, or ``corrupt``."""
+    d = zlib.decompressobj(31)
+    pos, pending = start, b""
+    try:
+        while not d.eof:
+            if not pending:
+                if pos >= len(buf):
+                    return "cut", len(buf)
+                pending = bytes(buf[pos : pos + 65536])
+                pos += len(pending)
+            d.decompress(pending, 1 << 20)  # output is only counted, never kept
+            pending = d.unconsumed_tail
+    except zlib.error:
+        return "corrupt", start
+    return "complete", pos - len(d.unused_data) - len(d.unconsumed_tail)
+
+
+def _plain_record(buf, start: int) -> str:
+    """Whether the uncompressed record at ``start`` of ``buf`` is ``cut`` by the end of ``buf``
+    (header block without its blank line, or fewer bytes than its Content-Length) or not."""
+    while buf[start : start + 1] in (b"\r", b"\n"):
+        start += 1
+    end = _HEADER_END.search(buf, start)
+    if end is None:
+        return "cut"
+    m = _CONTENT_LENGTH.search(bytes(buf[start : end.end()]))
+    if m and end.end() + int(m.group(1)) > len(buf):
+        return "cut"
+    return "complete"
+
+
+def _record_state(view: tuple | None, start: int, gzipped: bool) -> str | None:
+    """``complete``, ``cut`` or ``corrupt`` for the record at file offset ``start``; None when
+    those bytes are no longer at hand (a long stream) or ``start`` is not a gzip member."""
+    if view is None:
+        return None
+    buf, base = view
+    at = start - base
+    if at < 0 or at > len(buf):
+        return None
+    if not gzipped:
+        return _plain_record(buf, at)
+    if buf[at : at + 3] != GZIP_MAGIC:
+        return "cut" if at >= len(buf) else None
+    return _gzip_member(buf, at)[0]
+
+
+def _leftover_state(view: tuple | None, start: int, gzipped: bool) -> str:
+    """What the bytes from ``start`` to the end, where warcio found no record, are: ``cut`` or
+    ``corrupt`` records, or ``complete`` (empty gzip members, which hold no record)."""
+    if view is None or not gzipped:
+        return "cut"
+    buf, base = view
+    at = start - base
+    if at < 0:
+        return "cut"
+    while at < len(buf):
+        if buf[at : at + 3] != GZIP_MAGIC:
+            return "cut"
+        state, end = _gzip_member(buf, at)
+        if state != "complete":
+            return state
+        at = end
+    return "complete"
 
 
 def _dechunk(raw: bytes) -> bytes:
@@ -196,6 +317,26 @@ def _next_record_start(mm: mmap.mmap, after: int, gzipped: bool) -> int | None:
         pos += 1
 
 
+def _is_cut(records, record, view: tuple | None, gzipped: bool, at_end: bool) -> bool:
+    """Whether ``record``, read to its end, is cut short: the file ended inside it, or its gzip
+    member ended before its WARC Content-Length. Raises CorruptRecord when its gzip member
+    does not inflate."""
+    decompressor = getattr(records.reader, "decompressor", None)
+    if decompressor is not None and not getattr(decompressor, "eof", True):
+        # The record's gzip member has not ended: cut by the end of the file, corrupt, or a
+        # member holding more records (not chunked, which warcio reports itself).
+        start = records.get_record_offset()
+        state = _record_state(view, start, True)
+        if state == "corrupt":
+            raise CorruptRecord(start)
+        return state == "cut" or (state is None and at_end)
+    if getattr(record.raw_stream, "limit", 0) > 0:  # fewer bytes than its WARC Content-Length
+        return True
+    declared = (record.rec_headers.get_header("Content-Length") or "").strip()
+    # Uncompressed, a header block cut short has no (or half a) Content-Length line.
+    return decompressor is None and record.format == "warc" and not declared.isdigit()
+
+
 def read_warc(
     path: str, fh: BinaryIO, stats: Counter, *, seekable: bool, label: str | None = None
 ) -> Iterator[Document]:
@@ -206,48 +347,102 @@ def read_warc(
     from warcio.archiveiterator import ArchiveIterator
 
     mm = None
+    size = 0
+    stream: BinaryIO | _TailKeeper = fh
     if seekable:
         fh.seek(0)
         gzipped = fh.read(2) == b"\x1f\x8b"
+        size = fh.seek(0, 2)
         fh.seek(0)
+    else:
+        stream = keeper = _TailKeeper(fh)
+
+    def is_gzipped() -> bool:
+        return gzipped if seekable else keeper.head[:2] == b"\x1f\x8b"
+
+    def view() -> tuple | None:
+        """The archive's bytes for a second look, and the offset of the first of them."""
+        nonlocal mm
+        if not seekable:
+            return keeper.tail, keeper.pos - len(keeper.tail)
+        if size == 0:
+            return None
+        if mm is None:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        return mm, 0
+
+    def at_end() -> bool:
+        return fh.tell() >= size if seekable else keeper.ended
+
+    def cut_row(where: int, what: str, meta: dict | None = None) -> Document:
+        stats["errors"] += 1
+        log.info("%s: record at byte %d is cut short (%s)", path, where, what)
+        return error_row(
+            "warc",
+            f"{label}#offset={where}",
+            "read_error:truncated",
+            {**(meta or {}), "offset": where},
+        )
+
     offset = 0
     yielded_since_restart = True
     try:
         while True:
             if seekable:
                 fh.seek(offset)
-            records = ArchiveIterator(fh, arc2warc=True)
+            records = ArchiveIterator(stream, arc2warc=True)
             try:
                 for record in records:
                     yielded_since_restart = True
                     rtype = record.rec_type
-                    stats[f"records:{rtype}"] += 1
-                    if rtype == "revisit":
-                        stats["revisits"] += 1
-                        continue
-                    if rtype not in (*_PAGE_RECORDS, "conversion"):
-                        continue
                     url = clean_target_uri(record.rec_headers.get_header("WARC-Target-URI"))
                     meta = {
                         "file": path,
                         "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),
                         "warc_date": record.rec_headers.get_header("WARC-Date"),
                     }
+                    doc, truncated = None, None
                     try:
                         if rtype == "conversion":
-                            yield _conversion(record, url, meta)
-                        else:
-                            yield _page(record, url, meta, stats)
+                            doc = _conversion(record, url, meta)
+                        elif rtype in _PAGE_RECORDS:
+                            doc = _page(record, url, meta, stats)
                     except TruncatedRecord as exc:
+                        truncated = exc
+                    records.read_to_end()  # so that the check below sees the whole record
+                    if _is_cut(records, record, view(), is_gzipped(), at_end()):
+                        where = records.get_record_offset()
+                        yield cut_row(where, f"{rtype} {url}", {**meta, "warc_target_uri": url})
+                        continue
+                    stats[f"records:{rtype}"] += 1
+                    if rtype == "revisit":
+                        stats["revisits"] += 1
+                    elif truncated is not None:
                         stats["errors"] += 1
-                        log.info("%s: truncated record %s: %s", path, url, exc)
+                        log.info("%s: truncated record %s: %s", path, url, truncated)
                         yield error_row("warc", url or label, "read_error:truncated", meta)
+                    elif doc is not None:
+                        yield doc
+                # warcio ends quietly on a gzip member too short to give a line of text.
+                end = records.offset
+                if stream.tell() > end:
+                    state = _leftover_state(view(), end, is_gzipped())
+                    if state == "cut":
+                        yield cut_row(end, "no record could be read from it")
+                    elif state == "corrupt":
+                        raise CorruptRecord(end)
                 return
             except Exception as exc:  # warcio raises several types on damaged archives
-                where = records.offset
+                where = exc.offset if isinstance(exc, CorruptRecord) else records.offset
+                cut = not isinstance(exc, CorruptRecord) and (
+                    _record_state(view(), where, is_gzipped()) == "cut"
+                )
+                if cut:  # warcio fails on headers that the end of the file cut short
+                    yield cut_row(where, _excerpt(exc))
+                    return
                 if yielded_since_restart:  # a new damaged region, not the same one again
                     stats["errors"] += 1
-                    log.warning("%s: corrupt record at byte %d: %s", path, where, exc)
+                    log.warning("%s: corrupt record at byte %d: %s", path, where, _excerpt(exc))
                     yield error_row(
                         "warc",
                         f"{label}#offset={where}",
@@ -256,10 +451,7 @@ def read_warc(
                     )
                 if not seekable:
                     return
-                if mm is None:
-                    fh.seek(0)
-                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                nxt = _next_record_start(mm, max(where, offset) + 1, gzipped)
+                nxt = _next_record_start(view()[0], max(where, offset) + 1, gzipped)
                 if nxt is None:
                     return
                 stats["resyncs"] += 1

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import threading
+import zlib
 from collections import Counter
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -225,6 +226,157 @@ def test_a_mangled_record_in_an_uncompressed_file_is_skipped(tmp_path):
         "http://example.com/2",
     ]
     assert stats["errors"] == 1
+
+
+def test_a_corrupt_record_is_logged_as_a_short_printable_excerpt(tmp_path, caplog):
+    bodies = [f"<html><body>page {i} {'x' * 2000}</body></html>".encode() for i in range(3)]
+    data = bytearray(_gzip_warc(bodies))
+    middle = [i for i in range(len(data)) if data[i : i + 3] == b"\x1f\x8b\x08"][1]
+    data[middle + 40 : middle + 60] = b"\xff" * 20
+    path = tmp_path / "damaged.warc.gz"
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="pipeline.read_warc"):
+        read_file(InputFile(str(path), "warc"))
+    [message] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "ArchiveLoadFailed" in message and message.isprintable()
+    assert len(message) < len(str(path)) + 100 + 4 * 80  # the repr of 80 characters at most
+
+
+# --- archives cut short: a file that ends inside a record --------------------------------------
+# The cut record is counted as read_error:truncated, the records before it are read as usual,
+# and every record that entered is accounted for: records in = records read + errors.
+
+
+def _records(data: bytes) -> list[tuple[int, str, str]]:
+    """(offset, type, WARC-Record-ID) of each record of a whole archive, as warcio finds them."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    out = []
+    records = ArchiveIterator(io.BytesIO(data), arc2warc=True)
+    for record in records:
+        record_id = record.rec_headers.get_header("WARC-Record-ID")
+        out.append((records.get_record_offset(), record.rec_type, record_id))
+    return out
+
+
+def _uncompressed_cut(data: bytes, start: int, where: str) -> int:
+    """How many bytes of the record at ``start`` (uncompressed) reach into ``where``."""
+    warc_end = data.index(b"\r\n\r\n", start) + 4
+    http_end = data.index(b"\r\n\r\n", warc_end) + 4
+    end = data.find(b"WARC/1.", http_end)
+    return {
+        "warc_headers": 30,
+        "http_headers": warc_end - start + 20,
+        "payload": http_end - start + 100,
+        "record_end": (len(data) if end < 0 else end) - start - 2,  # in the blank lines after it
+    }[where]
+
+
+def _compressed_cut(member: bytes, uncompressed: int) -> int:
+    """The fewest bytes of a gzip member that inflate to more than ``uncompressed`` bytes."""
+    d = zlib.decompressobj(31)
+    out = 0
+    for n in range(len(member)):
+        out += len(d.decompress(member[n : n + 1]))
+        if out > uncompressed:
+            return n + 1
+    raise AssertionError("member too short")
+
+
+class _Unseekable(io.RawIOBase):
+    """A stream read once, like an archive fetched over HTTP."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+CUT_ARCHIVES = ["dolma/sample-0000.warc.gz", "pywb/iana.warc.gz"]
+# Where in a response record the file ends: whole bytes into its gzip member (as a newcomer
+# cutting the file would), or a place in the record's text (WARC headers, HTTP headers,
+# payload, the blank lines after it), found in the inflated text and cut there in the gzip
+# member or the uncompressed file; or in the gzip trailer, the record's text all there.
+CUT_PLACES = [
+    *[("gzip", n) for n in (10, 50, 400)],
+    *[
+        (kind, place)
+        for kind in ("gzip", "plain")
+        for place in ("warc_headers", "http_headers", "payload", "record_end")
+    ],
+    ("gzip", "gzip_trailer"),
+]
+
+
+@pytest.mark.parametrize("seekable", [True, False], ids=["file", "stream"])
+@pytest.mark.parametrize(("kind", "place"), CUT_PLACES, ids=lambda v: str(v))
+@pytest.mark.parametrize("name", CUT_ARCHIVES)
+def test_an_archive_cut_inside_a_record_loses_no_record(tmp_path, name, kind, place, seekable):
+    from pipeline.read_warc import read_warc
+
+    whole = need_corpus("warc", name).read_bytes()
+    if kind == "plain":
+        whole = gzip.decompress(whole)
+    records = _records(whole)
+    index = [i for i, (_, rtype, _) in enumerate(records) if rtype == "response"][3]
+    start = records[index][0]
+    if kind == "plain":
+        cut = start + _uncompressed_cut(whole, start, place)
+    else:
+        member = whole[start : records[index + 1][0]]
+        if place == "gzip_trailer":
+            cut = start + len(member) - 4
+        elif isinstance(place, int):
+            cut = start + place
+        else:
+            text = gzip.decompress(member)
+            cut = start + _compressed_cut(member, _uncompressed_cut(text, 0, place))
+    data = whole[:cut]
+
+    stats = Counter()
+    if seekable:
+        path = tmp_path / Path(name).name.replace(".gz", ".gz" if kind == "gzip" else "")
+        path.write_bytes(data)
+        docs = read_file(InputFile(str(path), "warc"), stats)
+    else:
+        docs = list(read_warc(name, _Unseekable(data), stats, seekable=False))
+
+    before = {record_id for _, _, record_id in records[:index]}
+    full = read_file(InputFile(str(need_corpus("warc", name)), "warc"))
+    if kind == "plain" and place == "record_end":
+        # Only blank lines between records are missing: the record is whole, and read.
+        assert stats["errors"] == 0
+        assert sum(n for key, n in stats.items() if key.startswith("records:")) == index + 1
+        before.add(records[index][2])
+        assert [d["id"] for d in docs] == [
+            d["id"] for d in full if d["meta"].get("warc_record_id") in before
+        ]
+        return
+    # The record cut short is one counted error, with its reason and where it starts.
+    [cut_row] = [d for d in docs if (d["drop_reason"] or "").startswith("read_error:")]
+    assert cut_row["drop_reason"] == "read_error:truncated"
+    assert cut_row["meta"]["offset"] == str(start)
+    assert stats["errors"] == 1
+    # Every record before it is read, and nothing is lost.
+    read = sum(n for key, n in stats.items() if key.startswith("records:"))
+    assert read == index
+    assert read + stats["errors"] == index + 1
+    # The documents of those records are the ones a whole read gives for them.
+    expected = [d["id"] for d in full if d["meta"].get("warc_record_id") in before]
+    assert [d["id"] for d in docs if d is not cut_row] == expected
+
+
+def test_empty_gzip_members_at_the_end_are_not_a_cut_record(tmp_path):
+    whole = need_corpus("warc", "dolma", "sample-0000.warc.gz").read_bytes()
+    path = tmp_path / "padded.warc.gz"
+    path.write_bytes(whole + gzip.compress(b"") + gzip.compress(b"\r\n"))
+    stats = Counter()
+    docs = read_file(InputFile(str(path), "warc"), stats)
+    assert stats["errors"] == 0 and sum(is_kept(d) for d in docs) == 22
 
 
 # --- books -------------------------------------------------------------------------------------
