@@ -11,9 +11,11 @@ On the same texts, in the same run:
    the signatures and of the texts: the bytes that go through the groupby (the shuffle) per
    document, the object store's peak and spilled bytes, and the heap (RSS less shared pages,
    so the object store's shared memory is not counted once per process mapping it) of the
-   driver and of Ray's worker processes, apart. Texts are read from Parquet by Ray workers, as
-   in the data job, so the driver never holds them; they come in files of FILE_DOCS documents
-   (so Ray Data blocks of that size), as a data job's stages hand dedup many blocks. Target:
+   driver and of Ray's worker processes, apart; and, per dedup step (fingerprint, keys,
+   bucket/link, mark), the peak heap of its tasks as Ray Data records it (``max_uss_bytes``:
+   the worker's RSS less shared while it ran the task). Texts are read from Parquet by Ray
+   workers, as in the data job, so the driver never holds them, and cut into Ray Data blocks
+   of FILE_DOCS documents, as a data job's stages hand dedup many blocks. Target:
    growth no more than the signatures' size, for what the stage itself holds (the shuffle, the
    driver, one worker); the object store also holds the stage's output, the documents.
 
@@ -167,6 +169,42 @@ class MemorySampler:
         self.sample()
 
 
+# The dedup steps, by the function each one's Ray Data operator maps (its name holds it).
+STEPS = {
+    "fingerprint": "fingerprint_batch",
+    "keys": "keys_batch",
+    "bucket/link": "link_bucket",
+    "mark": "mark_batch",
+}
+
+
+def step_task_peaks(summaries) -> dict:
+    """Per dedup step, Ray Data's own record of its tasks' peak heap: the operator metric
+    ``max_uss_bytes`` (per task: the worker's RSS less shared while it ran the task), read from
+    the summaries that ``ray.data.list_stats_summaries()`` (a DeveloperAPI meant for benchmarks)
+    returns, one per execution, each with its operators' metrics as ``extra_metrics`` and the
+    earlier operators as ``parents``. ``max_uss_bytes`` is the worker process's, and Ray reuses
+    a worker for task after task, so it also holds what earlier tasks left in that process."""
+    ops: dict[str, dict] = {}
+    todo = list(summaries)
+    while todo:
+        summary = todo.pop()
+        todo.extend(summary.parents)
+        if summary.base_name:
+            ops[summary.base_name] = summary.extra_metrics.get("max_uss_bytes") or {}
+    peaks = {}
+    for step, fn in STEPS.items():
+        found = [(name, uss) for name, uss in ops.items() if f"({fn})" in name]
+        name, uss = found[0] if found else ("", {})
+        peaks[step] = {
+            "op": name,
+            "tasks": uss.get("num_samples", 0),
+            "mean": uss.get("mean") if uss.get("num_samples") else None,
+            "max": uss.get("max"),
+        }
+    return peaks
+
+
 def run_stage(parquet: str) -> dict:
     """Child process: the dedup stage on Ray over the documents in the Parquet folder."""
     import pyarrow.compute as pc
@@ -175,8 +213,13 @@ def run_stage(parquet: str) -> dict:
     from pipeline.dedup import run_dedup
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.read_parquet(parquet)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # Keep each execution's stats summary, with its operators' metrics, for step_task_peaks.
+    context.enable_stats_summary_collection = True
+    # Blocks of FILE_DOCS documents: Ray Data (2.60) reads small Parquet files together into one
+    # block, which made every dedup step one task over the whole input at either scale.
+    ds = ray.data.read_parquet(parquet).repartition(target_num_rows_per_block=FILE_DOCS)
     n_docs = ds.count()
     with MemorySampler() as memory:
         t0 = time.perf_counter()
@@ -208,6 +251,7 @@ def run_stage(parquet: str) -> dict:
         "worker_peak": memory.worker_peak,
         "worker_peak_task": memory.worker_peak_task,
         "workers_peak": memory.workers_peak,
+        "steps": step_task_peaks(ray.data.list_stats_summaries()),
     }
     ray.shutdown()
     return out
@@ -253,6 +297,13 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
             f" Ray worker {r['worker_peak'] / mb:.1f} MB ({r['worker_peak_task']}), all Ray"
             f" workers {r['workers_peak'] / mb:.1f} MB"
         )
+        print("      per step, its tasks' peak heap (Ray Data's max_uss_bytes): mean / max")
+        for step, t in r["steps"].items():
+            if t["tasks"]:
+                fig = f"{t['mean'] / mb:.1f} / {t['max'] / mb:.1f} MB over {t['tasks']} tasks"
+            else:
+                fig = "not recorded"
+            print(f"        {step:<12} {fig}   [{t['op']}]")
     if len(results) == 2:
         lo, hi = (results[s] for s in sorted(results))
 
@@ -266,6 +317,14 @@ def bench_stage(texts: list[str], scales: list[int]) -> None:
             f" {grew('workers_peak')}, object store peak {grew('store_peak')}"
             f" (marked documents {grew('documents_bytes')})"
         )
+        steps = []
+        for step in STEPS:
+            a, b = lo["steps"][step], hi["steps"][step]
+            if a["tasks"] and b["tasks"]:
+                steps.append(f"{step} {(b['max'] - a['max']) / mb:+.1f} MB")
+            else:
+                steps.append(f"{step} not recorded")
+        print(f"  growth 1x->4x of the tasks' peak heap per step (max): {', '.join(steps)}")
 
 
 def main() -> None:
