@@ -118,3 +118,98 @@ def test_declared_legacy_charsets_roundtrip(codec):
     page = f'<html><head><meta http-equiv="Content-Type" content="text/html; charset={codec}">'
     page += f"</head><body><p>{samples[codec]}</p></body></html>"
     assert samples[codec] in decode_text(page.encode(codec)).text
+
+
+# Undeclared legacy pages: windows-1252 for Western text (the HTML standard's fallback), the
+# detector's guess for the rest. French Latin-1 used to come out as cp1257 or cp1250
+# ("matin-lą", "prčs"), Latin-1 titles as cp775 or cp852.
+WESTERN = {
+    "fr-title": "Le café de la gare",
+    "fr-short": "Ce matin-là, près du garçon, il était déjà là.",
+    "fr-long": (
+        "Ce matin-là, le garçon était déjà près de la fenêtre. Il a reçu une lettre très "
+        "élégante de sa sœur, qui passe l’été à Noël-sur-Mer : « Où es-tu ? » lui "
+        "demandait-elle. Après le déjeuner, il s’est promené jusqu’à l’église, a acheté "
+        "des crêpes et un gâteau aux pêches pour 5 €, puis il a relu la lettre deux fois."
+    ),
+    "de-title": "Grüße aus München",
+    "de-short": "Schöne Äpfel für die Straße, übermorgen früh.",
+    "de-long": (
+        "Die Bürgerversammlung in der Aula der Gesamtschule fand großen Zuspruch: Über "
+        "zweihundert Anwohnerinnen und Anwohner äußerten ihre Sorgen über die geplante "
+        "Umgehungsstraße. Der Bürgermeister versprach, die Einwände „sorgfältig zu prüfen“ "
+        "und im Frühjahr ein Gutachten vorzulegen. Für die Grünen ist das zu spät."
+    ),
+    "es-title": "El niño y la señora",
+    "es-short": "¿Qué pasó mañana? ¡Olé! El año pequeño.",
+    "es-long": (
+        "La compañía anunció ayer que el próximo año abrirá una fábrica en Logroño, donde "
+        "trabajarán más de cien personas. «Es una decisión estratégica», explicó la "
+        "directora, quien añadió que la región ofrece condiciones únicas. ¿Cuándo empezarán "
+        "las obras? Según el calendario, en otoño, si el ayuntamiento aprueba la licencia."
+    ),
+}
+
+
+def _page(text: str, title: bool = False) -> str:
+    if title:
+        return f"<html><head><title>{text}</title></head><body></body></html>"
+    return f"<html><head><title>Nouvelles</title></head><body><p>{text}</p></body></html>"
+
+
+@pytest.mark.parametrize("name", sorted(WESTERN))
+def test_undeclared_latin1_page_is_read_as_windows_1252(name):
+    page = _page(WESTERN[name], title=name.endswith("title"))
+    for raw in (page.encode("cp1252"), page.encode("latin-1", errors="ignore")):
+        decoded = decode_text(raw)
+        assert decoded.text == raw.decode("cp1252"), decoded.encoding
+        assert decoded.encoding == "cp1252" and decoded.method == "detected"
+
+
+@pytest.mark.parametrize(
+    ("codec", "text"),
+    [
+        ("cp1251", "Съешь же ещё этих мягких французских булок, да выпей чаю. Москва, 2024."),
+        ("koi8-r", "Съешь же ещё этих мягких французских булок, да выпей чаю. Москва, 2024."),
+        ("shift_jis", "日本語のテキストです。東京都の天気は晴れ、明日は雨が降るでしょう。"),
+        ("gb18030", "新华网河北频道消息，话剧约定无期限河北各市巡演结束，观众反响热烈。"),
+        ("euc-kr", "대한민국의 수도는 서울입니다. 오늘 날씨는 맑고 내일은 비가 오겠습니다."),
+        ("cp1250", "Zażółć gęślą jaźń. Mężczyzna wyłączył światło i powiedział, że już pora."),
+    ],
+)
+def test_undeclared_non_western_pages_keep_their_detected_charset(codec, text):
+    raw = _page(text * 3).encode(codec)
+    assert text in decode_text(raw).text
+
+
+def test_utf8_page_with_two_stray_bytes_stays_utf8_and_counts_them():
+    good = "<p>Le budget de l'année prochaine sera présenté mardi. " + "Plain text. " * 40
+    raw = good.encode() + b"The bud\x92get and \x93more</p>"
+    decoded = decode_text(raw)
+    assert (decoded.encoding, decoded.method, decoded.stray_bytes) == ("utf-8", "mostly-utf-8", 2)
+    assert decoded.text == good + "The bud’get and “more</p>"
+    # no multi-byte character to vouch for UTF-8: read as windows-1252 either way
+    for repeat, method in ((40, "detected"), (200, "mostly-utf-8")):
+        decoded = decode_text(("Plain text. " * repeat).encode() + b"bud\x92get \x93x")
+        assert decoded.method == method and decoded.text.endswith("bud’get “x")
+
+
+def _strip_declaration(raw: bytes) -> bytes:
+    import re
+
+    return re.sub(rb"<meta[^>]*charset[^>]*>|<\?xml[^>]*\?>", b"", raw, flags=re.IGNORECASE)
+
+
+def test_non_utf8_corpus_pages_read_the_same_without_their_declaration():
+    from pipeline.encoding import _declared
+
+    same = []
+    for path, raw in _non_utf8_pages():
+        declared = decode_text(raw)
+        stripped = _strip_declaration(raw)
+        assert _declared(stripped, None) is None, path.name
+        undeclared = decode_text(stripped)
+        assert "\ufffd" not in undeclared.text, path.name
+        same.append(undeclared.text == _strip_declaration(declared.text.encode()).decode())
+    # one page (windows-1252 with UTF-8 double-encoded in its own source, "fÃ¼r") is ambiguous
+    assert len(same) >= 19 and sum(same) >= len(same) - 1
