@@ -63,7 +63,7 @@ def _run_name(value: str) -> str:
 
     if not re.fullmatch(NAME_PATTERN, value):
         raise argparse.ArgumentTypeError(
-            f"{value!r}: use letters, digits, '_', '.' and '-', not starting with '.'"
+            f"{value!r}: use up to 128 letters, digits, '_', '.' and '-', not starting with '.'"
         )
     return value
 

@@ -96,9 +96,11 @@ def connect_ray(cfg: JobConfig) -> int:
             logging.getLogger("ray.train").setLevel(logging.WARNING)
         # Under `ray job submit` (or a KubeRay RayJob) RAY_ADDRESS names the cluster the job
         # belongs to, and ray.init joins it; num_cpus is only for a local instance kiln starts.
+        # Otherwise "local": a new instance of kiln's own, even where a `ray start` cluster runs
+        # on this machine (ray.init would join that one and refuse num_cpus).
         joining = cfg.ray.address is not None or bool(os.environ.get("RAY_ADDRESS"))
         ray.init(
-            address=cfg.ray.address,
+            address=cfg.ray.address if joining else "local",
             num_cpus=None if joining else cfg.ray.num_cpus,
             logging_level=logging.WARNING,
         )

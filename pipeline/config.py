@@ -32,8 +32,9 @@ __all__ = [
 
 
 # A name that becomes one folder in the store or the output directory: letters, digits, "_",
-# "." and "-", not starting with "." (so never "." or "..", which would climb out of it).
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+# "." and "-", not starting with "." (so never "." or "..", which would climb out of it), and
+# short enough to leave room for the suffixes kiln adds within a file name's 255 bytes.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 
 class StrictModel(BaseModel):

@@ -91,7 +91,7 @@ def test_resume_of_a_named_run_that_does_not_exist_starts_it(tmp_path, monkeypat
     assert "no unfinished run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", ".hidden"])
+@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", ".hidden", "x" * 200])
 def test_run_and_dataset_names_cannot_leave_their_folder(name, capsys):
     # Both become one folder name under the output directory or the store.
     with pytest.raises(SystemExit) as exc:
