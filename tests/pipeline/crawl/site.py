@@ -18,6 +18,7 @@ replace (``Site.robots``).
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 from collections import Counter
@@ -296,3 +297,12 @@ class LoopbackSite:
     def requests(self) -> list[tuple[float, str, str]]:
         with self.site.lock:
             return list(self.site.log)
+
+
+def crawl_log(folder: Path) -> list[dict]:
+    """Every record of a crawl's JSONL logs (one a URL fetched or refused), in file order."""
+    return [
+        json.loads(line)
+        for path in sorted(folder.glob("log/*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]

@@ -21,7 +21,7 @@ from pipeline.crawl import run_crawl
 from pipeline.read import InputFile, read_file
 from pipeline.records import is_kept
 from tests.helpers import REPO, need_corpus
-from tests.pipeline.crawl.site import EXTERNAL_LINK, PRIVATE_LINKS, LoopbackSite
+from tests.pipeline.crawl.site import EXTERNAL_LINK, PRIVATE_LINKS, LoopbackSite, crawl_log
 
 DELAY = 0.2
 STORED = {
@@ -60,12 +60,10 @@ def crawl_config(base: str, **over) -> CrawlConfig:
 def outcomes(folder: Path) -> dict[str, str]:
     """URL -> outcome from the crawl's JSONL logs (a redirect's target under its own URL)."""
     out = {}
-    for path in sorted(folder.glob("log/*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            out[record["url"]] = record["outcome"]
-            if record.get("final_url"):
-                out[record["final_url"]] = record["outcome"]
+    for record in crawl_log(folder):
+        out[record["url"]] = record["outcome"]
+        if record.get("final_url"):
+            out[record["final_url"]] = record["outcome"]
     return out
 
 

@@ -6,7 +6,6 @@ robots.txt groups written for kiln's own user agent."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 from collections import Counter
 from itertools import pairwise
@@ -19,7 +18,12 @@ from pipeline.config import CrawlConfig
 from pipeline.crawl import run_crawl
 from pipeline.crawl.urls import normalise_url
 from tests.helpers import need_corpus
-from tests.pipeline.crawl.site import CHUNKED_BIG_BYTES, PRIVATE_REDIRECTS, LoopbackSite
+from tests.pipeline.crawl.site import (
+    CHUNKED_BIG_BYTES,
+    PRIVATE_REDIRECTS,
+    LoopbackSite,
+    crawl_log,
+)
 
 AGENT = "kiln-test-crawler/1.0"
 
@@ -43,12 +47,7 @@ def config(base: str, paths: list[str], **over) -> CrawlConfig:
 
 def records(folder: Path) -> dict[str, dict]:
     """URL -> its record in the crawl's JSONL logs."""
-    out = {}
-    for path in sorted(folder.glob("log/*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            out[record["url"]] = record
-    return out
+    return {record["url"]: record for record in crawl_log(folder)}
 
 
 def hits(site: LoopbackSite) -> Counter:
