@@ -367,6 +367,13 @@ class DedupConfig(StrictModel):
         "the threshold (or the bands/rows curve's midpoint).",
     )
     shingle_size: int = Field(5, ge=1, le=32, description="Words per shingle (n-gram).")
+    partition_rows: int = Field(
+        4_000_000,
+        ge=1000,
+        description="Most bucket rows (one per band and document, 25 bytes each) in one "
+        "partition of dedup's shuffle; a larger input gets more partitions. Lower it if the "
+        "workers grouping buckets run out of memory.",
+    )
 
     @model_validator(mode="after")
     def _check_banding(self) -> DedupConfig:

@@ -217,6 +217,7 @@ def process_inputs(
             verify_threshold=cfg.dedup.verify_threshold(),
             index=index,
             concurrency=concurrency,
+            partition_rows=cfg.dedup.partition_rows,
         )
         ds, dedup_keys, dedup_stats = dedup.documents, dedup.keys, dedup.stats
         stage_names.append("dedup")

@@ -14,12 +14,21 @@ import trafilatura
 
 from pipeline.config import DedupConfig
 from pipeline.dedup import (
+    BUCKET_SCHEMA,
+    KEY_SCHEMA,
+    SHUFFLE_PARTITION_ROWS,
     DedupIndex,
+    _exact_key,
+    bucket_candidates,
+    bucket_rows,
     cluster,
+    collect_members,
     fingerprint_batch,
-    keys_batch,
-    link_bucket,
+    link_buckets,
+    mark_batch,
+    node_of,
     run_dedup,
+    shuffle_partitions,
     worker_args,
 )
 from pipeline.gutenberg import strip_gutenberg
@@ -52,20 +61,17 @@ def sample_docs() -> list[dict]:
     return books + pages
 
 
-def dedup_in_process(docs, *, bands=14, rows=8, threshold=None, old_keys=None):
+def dedup_in_process(docs, *, bands=14, rows=8, threshold=None):
     """The same functions run_dedup runs on Ray, with a dict standing in for the shuffle."""
-    hasher = MinHasher(num_perm=112)
-    fps = fingerprint_batch(to_table(docs), hasher)
-    keys = keys_batch(fps, bands, rows, with_signature=threshold is not None)
-    if old_keys is not None:
-        keys = pa.concat_tables([keys, old_keys], promote_options="default")
+    fps = fingerprint_batch(to_table(docs), MinHasher(num_perm=112), bands, rows, True)
     buckets = defaultdict(list)
-    for row in keys.to_pylist():
+    for row in bucket_rows(fps).to_pylist():
         buckets[row["key"]].append(row)
-    links = []
-    for rows_ in buckets.values():
-        links += link_bucket(pa.Table.from_pylist(rows_, schema=keys.schema), threshold).to_pylist()
-    return cluster(links)[0]
+    candidates = pa.concat_tables(
+        [bucket_candidates(pa.Table.from_pylist(b, schema=BUCKET_SCHEMA)) for b in buckets.values()]
+    )
+    members = collect_members(fps.to_pylist(), [])
+    return cluster(link_buckets(candidates, members, threshold))[0]
 
 
 def test_normalisation_for_exact_and_near_dedup():
@@ -114,8 +120,8 @@ def test_exact_duplicates_after_normalisation():
 def test_short_documents_get_exact_dedup_only():
     a, b = (make_document("web", u, text="too short") for u in "ab")
     c = make_document("web", "c", text="Too short!")  # same words, different text: kept
-    fps = fingerprint_batch(to_table([a, b, c]), MinHasher(shingle_size=5)).to_pylist()
-    assert all(fp["minhash"] is None for fp in fps)
+    fps = fingerprint_batch(to_table([a, b, c]), MinHasher(shingle_size=5), 14, 8).to_pylist()
+    assert not any(fp["has_minhash"] for fp in fps)
     assert len(dedup_in_process([a, b, c])) == 1
 
 
@@ -137,6 +143,39 @@ def test_verification_drops_links_below_the_threshold():
     assert len(dedup_in_process([a, b], bands=28, rows=4)) == 1
     assert len(dedup_in_process([a, b], bands=28, rows=4, threshold=0.5)) == 1
     assert dedup_in_process([a, b], bands=28, rows=4, threshold=0.9) == {}
+
+
+def test_two_ids_with_one_node_hash_stop_the_run_instead_of_merging():
+    row = {"node": node_of("a"), "text_hash": "h", "n_chars": 10}
+    with pytest.raises(RuntimeError, match="same 128-bit node hash"):
+        collect_members([dict(row, id="a"), dict(row, id="b")], [])
+    # The same id in this run and in an earlier version is two documents, not a clash.
+    members = collect_members([dict(row, id="a")], [dict(row, id="a")])
+    assert {old for _, old in members} == {False, True}
+
+
+def test_shuffle_partitions_grow_with_the_input_not_the_partition():
+    assert shuffle_partitions(100, 2) == 2
+    assert shuffle_partitions(100, None) is None  # small: Ray Data's default
+    assert shuffle_partitions(5 * SHUFFLE_PARTITION_ROWS + 1, 2) == 6
+    assert shuffle_partitions(5 * SHUFFLE_PARTITION_ROWS + 1, 16) == 16
+
+
+def test_mark_touches_only_the_batches_duplicates():
+    docs = [make_document("web", u, text=f"text {u}") for u in "abc"]
+    batch = to_table(docs)
+    drops = pa.table(
+        {
+            "id": [docs[1]["id"]],
+            "reason": ["near_duplicate"],
+            "kept_id": [docs[0]["id"]],
+            "kept_in_earlier_version": [False],
+        }
+    )
+    assert mark_batch(batch, drops.slice(0, 0)) is batch  # no duplicate here: passed through
+    marked = mark_batch(batch, drops).to_pylist()
+    assert [r["drop_reason"] for r in marked] == [None, "near_duplicate", None]
+    assert dict(marked[1]["meta"])["duplicate_of"] == docs[0]["id"]
 
 
 def _main_text(rel: str) -> str:
@@ -199,9 +238,65 @@ def test_same_kept_set_whatever_the_blocks_and_workers(ray_local, sample_docs):
         assert stats["exact_duplicates"] == 1 and stats["near_duplicates"] == 1
         assert stats["cluster_sizes"] == {2: 2}
     assert len(kept_sets[0]) == len(docs) - 2
-    # Texts stay out of the shuffle: its rows are a small fraction of the texts' bytes.
+    # Texts stay out of the shuffle and the fingerprints, and so do signatures: both take fewer
+    # bytes a document than its signature (112 values of 4 bytes).
     stats = results[2, 2][1]
-    assert 0 < stats["shuffle_bytes"] < sum(len(d["text"]) for d in docs) / 10
+    assert 0 < stats["shuffle_bytes"] < stats["fingerprinted"] * 112 * 4
+    assert 0 < stats["fingerprint_bytes"] < stats["fingerprinted"] * 112 * 4
+
+
+@pytest.mark.slow
+def test_a_document_entering_twice_is_kept_once(ray_local, sample_docs):
+    """The same capture read twice (one WARC under two names) has one id: one copy stays."""
+    book, page, short = sample_docs[0], sample_docs[-1], make_document("web", "s", text="hi")
+    # The book three times, the page twice (once with other meta), the short text twice, in
+    # different blocks; the second Treasure Island release stays a near duplicate as before.
+    other_meta = dict(page, meta={"warc_file": "copy.warc.gz"})
+    docs = sample_docs + [short, book, dict(book), other_meta, dict(short)]
+    ds = ray_local.data.from_arrow(to_table(docs)).repartition(3)
+    result = run_dedup(ds, num_perm=112, bands=14, rows=8, shingle_size=5, concurrency=2)
+    rows = result.documents.take_all()
+    assert len(rows) == len(docs)  # every row that entered is still there, kept or dropped
+    kept = [r["id"] for r in rows if r["drop_reason"] is None]
+    assert len(kept) == len(set(kept)) == len(sample_docs) - 1 + 1  # + the short text
+    copies = [r for r in rows if r["drop_reason"] and dict(r["meta"])["duplicate_of"] == r["id"]]
+    assert sorted(r["id"] for r in copies) == sorted([book["id"]] * 2 + [page["id"], short["id"]])
+    assert all(r["drop_reason"] == "exact_duplicate" for r in copies)
+    # Which copy of the page stays does not depend on the order: the smallest meta does.
+    [kept_page] = [r for r in rows if r["id"] == page["id"] and r["drop_reason"] is None]
+    assert dict(kept_page["meta"]) == page["meta"]
+    stats = result.stats
+    assert stats["repeated_documents"] == 3 and stats["exact_duplicates"] == 4
+    assert stats["near_duplicates"] == 1
+    # The stored keys hold each kept document once.
+    keys = result.keys.take_all()
+    assert {k["id"] for k in keys} == set(kept)
+    assert len(keys) == len({(k["key"], k["id"]) for k in keys})
+
+
+@pytest.mark.slow
+def test_verification_on_ray(ray_local):
+    """Candidates are verified on their signatures, fetched for the candidates alone."""
+    words = [f"word{i}" for i in range(400)]
+    a = make_document("web", "a", text=" ".join(words))
+    b = make_document(  # Jaccard about 0.72 with a (see test_verification_drops_links...)
+        "web", "b", text=" ".join(f"other{i}" for i in range(60)) + " " + " ".join(words[60:])
+    )
+    c = make_document("web", "c", text=a["text"].upper())  # a's text, exactly, once normalised
+    ds = ray_local.data.from_arrow(to_table([a, b, c]))
+
+    def dropped(threshold):
+        result = run_dedup(
+            ds, num_perm=112, bands=28, rows=4, shingle_size=5, verify_threshold=threshold
+        )
+        rows = result.documents.take_all()
+        return {r["url"]: r["drop_reason"] for r in rows if r["drop_reason"]}, result.stats
+
+    strict, stats = dropped(0.9)
+    assert strict == {max((a, c), key=lambda d: d["id"])["url"]: "exact_duplicate"}
+    assert stats["lsh"]["verify"] and stats["candidates"] >= 3
+    loose, _ = dropped(0.5)
+    assert len(loose) == 2
 
 
 @pytest.mark.slow
@@ -215,7 +310,17 @@ def test_incremental_run_removes_exactly_the_reappearing_documents(
     kept_first = _kept_ids(result)
     version = tmp_path / "v0001"
     result.keys.write_parquet(str(version / DedupIndex.FOLDER))
-    assert sum(pq.read_metadata(p).num_rows for p in (version / DedupIndex.FOLDER).glob("*")) > 0
+    stored = pq.read_table(version / DedupIndex.FOLDER)
+    # One row per band for each kept document (all of them long enough to shingle).
+    assert stored.num_rows == 14 * len(kept_first)
+    # Indexes written before kiln stopped giving documents with a signature an exact-text bucket
+    # hold one more row each; such a row must change nothing.
+    first_rows = {r["id"]: r for r in stored.to_pylist()}.values()
+    legacy = [dict(r, key=_exact_key(r["text_hash"])) for r in first_rows]
+    pq.write_table(
+        pa.Table.from_pylist(legacy, schema=KEY_SCHEMA),
+        version / DedupIndex.FOLDER / "legacy-exact-rows.parquet",
+    )
 
     # The second arrival: everything new, plus three documents of the first one again.
     reappearing = [d for d in first if d["id"] in kept_first][:3]
