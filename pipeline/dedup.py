@@ -132,10 +132,10 @@ _DROP_SCHEMA = pa.schema(
     ]
 )
 
-# Documents per batch in the steps that hold texts (fingerprint, mark). A batch's shingle sets
-# take over 100 KB per 4 KB document: fingerprinting a whole block of 2,400 such documents at
-# once peaked at 451 MB of worker heap against 239 MB for 600 (bench/bench_dedup.py), so a
-# worker's memory grew with its block; in batches it stays put.
+# Documents per batch in the steps that hold texts (fingerprint, mark), so that a worker's
+# memory does not grow with its block: fingerprinting a whole block of 2,400 documents of 4 KB
+# at once peaked at 451 MB of worker heap against 239 MB for 600 (bench/bench_dedup.py, when a
+# batch's shingle sets were all held together; now one document's are).
 TEXT_BATCH_DOCS = 256
 
 # Shuffle rows per partition at most, by default (data.dedup.partition_rows). A partition is

@@ -73,19 +73,25 @@ class MinHasher:
         """One uint32 signature per text; None for texts shorter than one shingle."""
         from datasketch import MinHash
 
-        shingle_sets = [self.shingles(t) for t in texts]
-        present = [i for i, s in enumerate(shingle_sets) if s]
-        # MinHash.bulk hashes a whole batch with shared permutation state, several times faster
-        # than one MinHash with one update() call per shingle (bench/bench_dedup.py measures it).
-        hashes = MinHash.bulk(
-            [list(shingle_sets[i]) for i in present],
-            num_perm=self.num_perm,
-            seed=self.seed,
-            scheme=MINHASH_SCHEME,
-        )
         out: list[np.ndarray | None] = [None] * len(texts)
-        for i, mh in zip(present, hashes, strict=True):
-            out[i] = np.asarray(mh.hashvalues, dtype=MINHASH_DTYPE)
+        hashed: list[int] = []  # which text each signature the generator yields belongs to
+
+        def shingle_lists():
+            # One text's shingles at a time: a batch's shingle sets together take over 100 KB
+            # per 4 KB document, so holding them all set a worker's peak by its batch's texts.
+            for i, text in enumerate(texts):
+                shingles = self.shingles(text)
+                if shingles:
+                    hashed.append(i)
+                    yield list(shingles)
+
+        # MinHash.generator shares one set of permutations across the batch, several times
+        # faster than one MinHash with one update() call per shingle (bench/bench_dedup.py).
+        signatures = MinHash.generator(
+            shingle_lists(), num_perm=self.num_perm, seed=self.seed, scheme=MINHASH_SCHEME
+        )
+        for mh in signatures:
+            out[hashed[-1]] = np.asarray(mh.hashvalues, dtype=MINHASH_DTYPE)
         return out
 
 
