@@ -378,7 +378,10 @@ class DedupConfig(StrictModel):
     @model_validator(mode="after")
     def _check_banding(self) -> DedupConfig:
         if self.threshold is not None and {"bands", "rows"} & self.model_fields_set:
-            raise ValueError("set either threshold or bands and rows, not both")
+            raise ValueError(
+                "set either threshold or bands and rows, not both: bands and rows are derived "
+                "from threshold, so remove them (from the config file too) to use a threshold"
+            )
         bands, rows = self.lsh()
         if bands * rows > self.num_perm:
             raise ValueError(

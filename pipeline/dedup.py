@@ -600,6 +600,8 @@ def run_dedup(
     """
     if bands * rows > num_perm:
         raise ValueError(f"dedup: bands x rows ({bands} x {rows}) exceeds num_perm {num_perm}")
+    if partition_rows < 1:
+        raise ValueError(f"dedup: partition_rows must be at least 1, got {partition_rows}")
     hasher = MinHasher(num_perm=num_perm, shingle_size=shingle_size)
     verify = verify_threshold is not None
 
@@ -708,7 +710,13 @@ def run_dedup(
         "clusters": len(sizes),
         "cluster_sizes": dict(sorted(Counter(sizes).items())),
         "largest_cluster": max(sizes, default=0),
-        "lsh": {"num_perm": num_perm, "bands": bands, "rows": rows, "verify": verify},
+        "lsh": {
+            "num_perm": num_perm,
+            "bands": bands,
+            "rows": rows,
+            "verify": verify,
+            "verify_threshold": verify_threshold,
+        },
         # What this run's documents put into the object store and through the shuffle: the
         # texts stay out of both (bench/bench_dedup.py compares these with the signatures).
         "fingerprint_bytes": fingerprints.size_bytes(),

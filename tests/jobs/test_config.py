@@ -43,6 +43,8 @@ def test_overrides_are_typed():
         ("train.zero_stage=4", "train.zero_stage: Input should be less than or equal to 3"),
         ("data.filter.min_language_score=2", "data.filter.min_language_score"),
         ("data.dedup.bands=15", "bands x rows"),
+        # The default config sets bands and rows, so a threshold alone must say to drop them.
+        ("data.dedup.threshold=0.8", "remove them"),
         ("model.n_head=5", "divisible by n_head"),
         ("train.min_lr=1", "min_lr"),
         ("wandb.mode=sometimes", "wandb.mode"),

@@ -159,6 +159,8 @@ def test_shuffle_partitions_grow_with_the_input_not_the_partition():
     assert shuffle_partitions(100, None) is None  # small: Ray Data's default
     assert shuffle_partitions(5 * SHUFFLE_PARTITION_ROWS + 1, 2) == 6
     assert shuffle_partitions(5 * SHUFFLE_PARTITION_ROWS + 1, 16) == 16
+    with pytest.raises(ValueError, match="partition_rows must be at least 1"):
+        run_dedup(None, num_perm=112, bands=14, rows=8, shingle_size=5, partition_rows=0)
 
 
 def test_mark_touches_only_the_batches_duplicates():
@@ -294,7 +296,8 @@ def test_verification_on_ray(ray_local):
 
     strict, stats = dropped(0.9)
     assert strict == {max((a, c), key=lambda d: d["id"])["url"]: "exact_duplicate"}
-    assert stats["lsh"]["verify"] and stats["candidates"] >= 3
+    assert stats["lsh"]["verify"] and stats["lsh"]["verify_threshold"] == 0.9
+    assert stats["candidates"] >= 3
     loose, _ = dropped(0.5)
     assert len(loose) == 2
 
