@@ -367,6 +367,13 @@ class DedupConfig(StrictModel):
         "the threshold (or the bands/rows curve's midpoint).",
     )
     shingle_size: int = Field(5, ge=1, le=32, description="Words per shingle (n-gram).")
+    word_split: Literal["cjk_characters", "whitespace"] = Field(
+        "cjk_characters",
+        description="How shingles' words are cut: at whitespace, with each Chinese character "
+        "and kana a word of its own (cjk_characters, as the length filter counts words), or at "
+        "whitespace alone (whitespace: how dataset versions stored before this setting computed "
+        "their keys; a refresh of such a dataset needs it).",
+    )
     partition_rows: int = Field(
         4_000_000,
         ge=1000,

@@ -585,6 +585,7 @@ def run_dedup(
     bands: int,
     rows: int,
     shingle_size: int,
+    word_split: str = "cjk_characters",
     verify_threshold: float | None = None,
     index: DedupIndex | None = None,
     concurrency: int | None = None,
@@ -596,13 +597,14 @@ def run_dedup(
     them are dropped, and earlier documents are never dropped. ``verify_threshold`` turns on
     Jaccard verification of candidate links. ``concurrency`` is the number of workers (see
     :func:`worker_args`) and the least number of shuffle partitions; ``None`` leaves both to
-    Ray Data. ``partition_rows`` caps the bucket rows in one shuffle partition.
+    Ray Data. ``partition_rows`` caps the bucket rows in one shuffle partition. ``word_split``
+    says how shingles' words are cut (:data:`pipeline.minhash.WORD_SPLITS`).
     """
     if bands * rows > num_perm:
         raise ValueError(f"dedup: bands x rows ({bands} x {rows}) exceeds num_perm {num_perm}")
     if partition_rows < 1:
         raise ValueError(f"dedup: partition_rows must be at least 1, got {partition_rows}")
-    hasher = MinHasher(num_perm=num_perm, shingle_size=shingle_size)
+    hasher = MinHasher(num_perm=num_perm, shingle_size=shingle_size, word_split=word_split)
     verify = verify_threshold is not None
 
     workers = worker_args(concurrency)
@@ -712,6 +714,7 @@ def run_dedup(
         "largest_cluster": max(sizes, default=0),
         "lsh": {
             "num_perm": num_perm,
+            "word_split": word_split,
             "bands": bands,
             "rows": rows,
             "verify": verify,

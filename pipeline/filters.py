@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.quality import word_count
 from pipeline.records import Document
 from pipeline.stage import Stage
+from pipeline.words import word_count
 
 __all__ = ["LanguageFilter", "LengthFilter"]
 
@@ -19,7 +19,7 @@ class LengthFilter(Stage):
     """Keep documents with between ``min_words`` and ``max_words`` words.
 
     Words are whitespace-separated tokens, and each Chinese or Japanese character counts as one
-    (:func:`pipeline.quality.word_count`): those scripts put no spaces between words.
+    (:func:`pipeline.words.word_count`): those scripts put no spaces between words.
     """
 
     name = "length"

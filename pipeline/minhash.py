@@ -1,9 +1,10 @@
 """MinHash signatures and LSH banding: the fingerprints near-duplicate detection works on.
 
 A document's signature is datasketch's MinHash over the set of its word n-grams (shingles),
-after normalisation. LSH cuts the signature into ``bands`` bands of ``rows`` values; two
-documents whose Jaccard similarity is s share at least one band with probability
-1 - (1 - s^rows)^bands, an S-curve whose steepest point is near (1 / bands)^(1 / rows).
+after normalisation; a word is what pipeline/words.py says it is. LSH cuts the signature into
+``bands`` bands of ``rows`` values; two documents whose Jaccard similarity is s share at least
+one band with probability 1 - (1 - s^rows)^bands, an S-curve whose steepest point is near
+(1 / bands)^(1 / rows).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import unicodedata
 
 import numpy as np
 
+from pipeline.words import split_words
+
 __all__ = [
     "MINHASH_DTYPE",
     "MINHASH_SCHEME",
+    "WORD_SPLITS",
     "MinHasher",
     "band_keys",
     "collision_probability",
@@ -47,25 +51,46 @@ _PUNCTUATION_TO_SPACE = {
 }
 
 
-def shingle_words(text: str) -> list[str]:
+# How shingles' words are cut. "cjk_characters": kiln's word rule (pipeline/words.py), each
+# Chinese character and kana a word; "whitespace": whitespace alone, as kiln did before the
+# rule reached dedup (dataset versions stored then have band keys computed so).
+WORD_SPLITS = ("cjk_characters", "whitespace")
+
+
+def shingle_words(text: str, word_split: str = "cjk_characters") -> list[str]:
     """Words for near-dup shingles: normalised, with punctuation removed.
 
     Releases of the same text often differ only in typography (straight or curly quotes, "--"
     or an em dash); without this, "we're" and "we’re" would be different words.
     """
-    return normalize_text(text).translate(_PUNCTUATION_TO_SPACE).split()
+    clean = normalize_text(text).translate(_PUNCTUATION_TO_SPACE)
+    if word_split == "whitespace":
+        return clean.split()
+    if word_split != "cjk_characters":
+        raise ValueError(f"word_split must be one of {WORD_SPLITS}, got {word_split!r}")
+    return split_words(clean)
 
 
 class MinHasher:
     """MinHash signatures over word n-grams of normalised text, a batch at a time."""
 
-    def __init__(self, *, num_perm: int = 112, shingle_size: int = 5, seed: int = 1):
+    def __init__(
+        self,
+        *,
+        num_perm: int = 112,
+        shingle_size: int = 5,
+        seed: int = 1,
+        word_split: str = "cjk_characters",
+    ):
+        if word_split not in WORD_SPLITS:
+            raise ValueError(f"word_split must be one of {WORD_SPLITS}, got {word_split!r}")
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.seed = seed
+        self.word_split = word_split
 
     def shingles(self, text: str) -> set[bytes]:
-        words = shingle_words(text)
+        words = shingle_words(text, self.word_split)
         n = self.shingle_size
         return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
 

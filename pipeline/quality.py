@@ -33,6 +33,7 @@ from pipeline.config import C4Config, FineWebConfig, GopherQualityConfig, Gopher
 from pipeline.ngrams import covered_positions, ngram_hashes, repeated_starts, word_ids
 from pipeline.records import Document
 from pipeline.stage import Stage
+from pipeline.words import CJK, word_count
 
 __all__ = [
     "STOP_WORDS",
@@ -68,10 +69,6 @@ _WORD_WITH_LETTER = re.compile(r"\S*[^\W\d_]\S*")
 _WORD_WITH_ALNUM = re.compile(r"\S*[^\W_]\S*")
 _WORD = re.compile(r"\w+")
 _HAS_ALNUM = re.compile(r"[^\W_]")
-# Han ideographs (with extension A and compatibility forms), hiragana, katakana, halfwidth kana.
-_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
-_CJK = re.compile(f"[{_CJK_RANGES}]")
-_NON_CJK_TOKEN = re.compile(f"[^\\s{_CJK_RANGES}]+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 # A sentence ends in one of these, optionally followed by closing quotes or brackets. C4 also
@@ -117,14 +114,6 @@ def _content_lines(text: str) -> list[str]:
         if line and _HAS_ALNUM.search(line):
             out.append(line)
     return out
-
-
-def word_count(text: str) -> int:
-    """Words of a text: whitespace-separated tokens, except that each Chinese character and
-    each kana counts as one word (those scripts do not put spaces between words)."""
-    if not _CJK.search(text):
-        return len(text.split())
-    return len(_NON_CJK_TOKEN.findall(text)) + len(_CJK.findall(text))
 
 
 def _repeated(items: Iterable[str]) -> tuple[int, int]:
@@ -230,7 +219,7 @@ class GopherQualityFilter(QualityFilter):
         words = _WORD_WITH_ALNUM.findall(text)  # tokens that are not just punctuation
         if not words:
             return "alpha_words"
-        cjk_chars = len(_CJK.findall(text))
+        cjk_chars = len(CJK.findall(text))
         # Word length means nothing for scripts without spaces; mostly-CJK text skips the check.
         if cjk_chars < n_words / 2:
             mean_length = sum(map(len, words)) / len(words)

@@ -63,7 +63,9 @@ __all__ = ["RefreshResult", "input_key", "refresh", "url_identity"]
 log = logging.getLogger(__name__)
 
 # Dedup settings that must match the parent's: its stored keys were computed with them.
-_DEDUP_KEYS_SETTINGS = ("num_perm", "bands", "rows", "shingle_size")
+_DEDUP_KEYS_SETTINGS = ("num_perm", "bands", "rows", "shingle_size", "word_split")
+# What a parent stored before a setting existed used the behaviour of that time.
+_DEDUP_KEYS_BEFORE = {"word_split": "whitespace"}
 
 
 @dataclass
@@ -164,12 +166,14 @@ def _check_compatible(cfg: DataConfig, parent: dict) -> None:
     if "dedup_keys" not in parent or not cfg.dedup.enabled:
         return
     old = parent["config"]["dedup"]
-    changed = [k for k in _DEDUP_KEYS_SETTINGS if old.get(k) != getattr(cfg.dedup, k)]
+    stored = {k: old.get(k, _DEDUP_KEYS_BEFORE.get(k)) for k in _DEDUP_KEYS_SETTINGS}
+    changed = [k for k in _DEDUP_KEYS_SETTINGS if stored[k] != getattr(cfg.dedup, k)]
     if changed:
+        key = changed[0]
         raise InputError(
-            f"data.dedup.{changed[0]} is {getattr(cfg.dedup, changed[0])} but version "
-            f"{parent['version']} stored its dedup keys with {old.get(changed[0])}; a refresh "
-            "must use the same MinHash settings (or start a new dataset line)"
+            f"data.dedup.{key} is {getattr(cfg.dedup, key)} but version {parent['version']} "
+            f"stored its dedup keys with {stored[key]}; a refresh must use the same MinHash "
+            f"settings: set data.dedup.{key}={stored[key]} (or start a new dataset line)"
         )
 
 

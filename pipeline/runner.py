@@ -214,6 +214,7 @@ def process_inputs(
             bands=bands,
             rows=rows,
             shingle_size=cfg.dedup.shingle_size,
+            word_split=cfg.dedup.word_split,
             verify_threshold=cfg.dedup.verify_threshold(),
             index=index,
             concurrency=concurrency,

@@ -185,6 +185,20 @@ def test_refresh_refuses_dedup_settings_its_stored_keys_were_not_made_with(tmp_p
         refresh(changed, store, "r", connect=lambda: pytest.fail("must fail before Ray"))
 
 
+def test_a_parent_stored_before_word_split_existed_was_keyed_on_whitespace(tmp_path):
+    from pipeline.errors import InputError
+    from pipeline.refresh import _check_compatible
+
+    cfg = _config(tmp_path)
+    stored = cfg.model_dump()
+    del stored["dedup"]["word_split"]  # what versions stored before the setting wrote
+    parent = {"version": "v0001", "config": stored, "dedup_keys": {"folder": "dedup_keys"}}
+    with pytest.raises(InputError, match="set data.dedup.word_split=whitespace"):
+        _check_compatible(cfg, parent)
+    whitespace = cfg.dedup.model_copy(update={"word_split": "whitespace"})
+    _check_compatible(cfg.model_copy(update={"dedup": whitespace}), parent)
+
+
 def test_a_url_is_new_again_when_its_server_says_its_content_changed(tmp_path):
     import functools
     import http.server
