@@ -257,7 +257,18 @@ def _data_action(action: str, argv: list[str]) -> int:
     cfg = load_job_config(config_path, overrides)
     if action == "refresh":
         if args.dry_run:
+            from jobs.run import RunPaths
+            from pipeline.refresh import check_refresh
+
             print(json.dumps(cfg.model_dump(), indent=2))
+            parent = check_refresh(cfg.data, RunPaths(cfg, "status").store)
+            print(  # stderr: stdout stays the config alone, as JSON
+                f"kiln data refresh --dry-run: would add new inputs to {parent}"
+                if parent
+                else f"kiln data refresh --dry-run: no version of {cfg.data.dataset_name!r} "
+                "yet; would build the first from every input",
+                file=sys.stderr,
+            )
             return 0
         return _refresh(cfg, args.run_name)
     paths = RunPaths(cfg, "status")

@@ -82,6 +82,8 @@ class MinHasher:
         seed: int = 1,
         word_split: str = "cjk_characters",
     ):
+        if shingle_size < 1:
+            raise ValueError(f"shingle_size must be at least 1, got {shingle_size}")
         if word_split not in WORD_SPLITS:
             raise ValueError(f"word_split must be one of {WORD_SPLITS}, got {word_split!r}")
         self.num_perm = num_perm

@@ -3,9 +3,13 @@
 Each row is one document. The input's ``text_field`` names the column holding its content
 (``content: text`` for plain text, ``content: html`` for a page to extract) and ``url_field``
 where it came from; both may be dotted paths into nested records (``metadata.url``). Other
-short scalar fields are kept in ``meta``. A row that is not valid JSON or lacks the text field
-becomes a dropped row (``read_error:bad_json``, ``read_error:missing_field:<name>``); the file
-goes on.
+short scalar fields are kept in ``meta``. A row that is not valid JSON, lacks the text field
+or holds no text in it (a list, a number) becomes a dropped row (``read_error:bad_json``,
+``read_error:missing_field:<name>``, ``read_error:not_text:<name>``); the file goes on.
+
+JSON may escape half of a UTF-16 surrogate pair on its own (``"\\ud83d"``, an emoji cut in
+two); Python reads it into a string that cannot be written as UTF-8. Such code points become
+U+FFFD, as undecodable bytes do elsewhere, and are counted (``lone_surrogates``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -32,6 +37,29 @@ __all__ = ["read_hf", "read_jsonl", "read_parquet", "row_document"]
 META_MAX_FIELDS = 32
 META_MAX_CHARS = 256
 PARQUET_BATCH_ROWS = 1024
+
+
+# A JSON escape of a surrogate code point, paired or not: only lines with one need scrubbing.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, and
+    how many were replaced. json.loads has already joined the pairs that were whole."""
+    if isinstance(value, str):
+        return _SURROGATE.subn("\ufffd", value)
+    if isinstance(value, list):
+        pairs = [_without_surrogates(v) for v in value]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    if isinstance(value, dict):
+        out, total = {}, 0
+        for k, v in value.items():
+            (k, a), (v, b) = _without_surrogates(k), _without_surrogates(v)
+            out[k] = v
+            total += a + b
+        return out, total
+    return value, 0
 
 
 def _get(row: dict, dotted: str) -> Any:
@@ -63,6 +91,8 @@ def row_document(row: dict, item: InputFile, where: str, fmt: str) -> Document:
     value = _get(row, item.text_field)
     if value is None:
         return error_row("dataset", where, f"read_error:missing_field:{item.text_field}")
+    if not isinstance(value, (str, bytes)):  # str() of a list or a number is not its text
+        return error_row("dataset", where, f"read_error:not_text:{item.text_field}")
     url = _get(row, item.url_field)
     url = str(url) if url else where
     meta = {
@@ -72,11 +102,11 @@ def row_document(row: dict, item: InputFile, where: str, fmt: str) -> Document:
         "row": where.rsplit("#", 1)[-1],
     }
     if item.content == "html":
-        utf8, decoded = to_utf8(value if isinstance(value, (bytes, str)) else str(value))
+        utf8, decoded = to_utf8(value)
         meta.update(charset=decoded.encoding, charset_source=decoded.method)
         doc = make_document("web", url, raw=utf8, meta=meta)
         return doc
-    text = decode_text(value).text if isinstance(value, (bytes, str)) else str(value)
+    text = decode_text(value).text
     return make_document("dataset", url, text=text, meta=meta)
 
 
@@ -106,6 +136,10 @@ def read_jsonl(item: InputFile, stats: Counter) -> Iterator[Document]:
                 stats["errors"] += 1
                 yield error_row("dataset", where, "read_error:not_an_object")
                 continue
+            if _SURROGATE_ESCAPE.search(line):
+                row, replaced = _without_surrogates(row)
+                if replaced:
+                    stats["lone_surrogates"] += replaced
             stats["rows"] += 1
             yield row_document(row, item, where, "jsonl")
 

@@ -58,12 +58,13 @@ from pipeline.shards import FORMAT_VERSION, read_manifest, verify_version
 from pipeline.store import DatasetStore, atomic_write_json, atomic_write_text, staging_dir
 from pipeline.tokenizer import load_tokenizer
 
-__all__ = ["RefreshResult", "input_key", "refresh", "url_identity"]
+__all__ = ["RefreshResult", "check_refresh", "input_key", "refresh", "url_identity"]
 
 log = logging.getLogger(__name__)
 
-# Dedup settings that must match the parent's: its stored keys were computed with them.
-_DEDUP_KEYS_SETTINGS = ("num_perm", "bands", "rows", "shingle_size", "word_split")
+# Dedup settings that must match the parent's: its stored keys were computed with them. Bands
+# and rows are compared as used, derived from a threshold where one was set.
+_DEDUP_KEYS_SETTINGS = ("num_perm", "shingle_size", "word_split")
 # What a parent stored before a setting existed used the behaviour of that time.
 _DEDUP_KEYS_BEFORE = {"word_split": "whitespace"}
 
@@ -175,6 +176,21 @@ def _check_compatible(cfg: DataConfig, parent: dict) -> None:
             f"stored its dedup keys with {stored[key]}; a refresh must use the same MinHash "
             f"settings: set data.dedup.{key}={stored[key]} (or start a new dataset line)"
         )
+    if old.get("threshold") is not None:
+        from pipeline.minhash import lsh_params
+
+        stored_lsh = lsh_params(old["threshold"], old["num_perm"])
+        how = f"data.dedup.threshold={old['threshold']}"
+    else:
+        stored_lsh = (old["bands"], old["rows"])
+        how = f"data.dedup.bands={old['bands']} and data.dedup.rows={old['rows']}, no threshold"
+    if cfg.dedup.lsh() != stored_lsh:
+        raise InputError(
+            f"data.dedup bands x rows would be {' x '.join(map(str, cfg.dedup.lsh()))} but "
+            f"version {parent['version']} stored its dedup keys with "
+            f"{' x '.join(map(str, stored_lsh))}, so its documents could never match new ones; "
+            f"set {how} (or start a new dataset line)"
+        )
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -184,6 +200,18 @@ def _link(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:  # another filesystem, or one without hard links
         shutil.copy2(src, dst)
+
+
+def check_refresh(cfg: DataConfig, store: DatasetStore) -> str | None:
+    """The checks a refresh makes before reading anything, for ``--dry-run``: raises
+    :class:`InputError` where the refresh would, and returns the version it would build on
+    (None when there is none yet and it would build the first)."""
+    parent_dir = store.current_version(cfg.dataset_name)
+    if parent_dir is None:
+        return None
+    parent = read_manifest(parent_dir)
+    _check_compatible(cfg, parent)
+    return parent["version"]
 
 
 def refresh(

@@ -13,8 +13,13 @@ import re
 
 __all__ = ["CJK", "split_words", "word_count"]
 
-# Han ideographs (with extension A and compatibility forms), hiragana, katakana, halfwidth kana.
-_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+# Han ideographs (the unified block, extensions A to H, compatibility forms), the iteration
+# marks and ideographic zero (々〆〇), hiragana, katakana with its phonetic extensions, and
+# halfwidth kana.
+_CJK_RANGES = (
+    "\u3005-\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\uff66-\uff9f\U00020000-\U0003ffff"
+)
 CJK = re.compile(f"[{_CJK_RANGES}]")
 _NON_CJK_TOKEN = re.compile(f"[^\\s{_CJK_RANGES}]+")
 _WORD = re.compile(f"[{_CJK_RANGES}]|[^\\s{_CJK_RANGES}]+")

@@ -110,9 +110,27 @@ def test_verify_of_a_missing_version_exits_2(store_root, capsys):
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_refresh_dry_run_prints_the_config(capsys):
-    assert main(["data", "refresh", "--dry-run", "data.dedup.bands=14"]) == 0
-    assert json.loads(capsys.readouterr().out)["data"]["dedup"]["bands"] == 14
+def test_refresh_dry_run_prints_the_config_and_what_it_would_build_on(tmp_path, store_root, capsys):
+    assert main(["data", "refresh", "--dry-run", f"output_dir={tmp_path}"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["data"]["dedup"]["bands"] == 14
+    assert "would build the first from every input" in out.err
+    assert main(["data", "refresh", "--dry-run", *_args(store_root)]) == 0
+    assert "would add new inputs to v0002" in capsys.readouterr().err
+
+
+def test_refresh_dry_run_refuses_what_the_refresh_would(tmp_path, capsys):
+    from jobs.config import load_job_config
+
+    store = DatasetStore(tmp_path / "store")
+    stored = load_job_config(None, ["data.dedup.bands=10"]).data.model_dump()
+    with store.new_version("sample") as (version, folder):
+        atomic_write_json(
+            folder / "manifest.json",
+            {"version": version, "config": stored, "dedup_keys": {}, "inputs": []},
+        )
+    assert main(["data", "refresh", "--dry-run", f"output_dir={tmp_path}"]) == 2
+    assert "set data.dedup.bands=10 and data.dedup.rows=8" in capsys.readouterr().err
 
 
 def test_refresh_of_a_locked_dataset_exits_3(tmp_path, capsys):

@@ -95,6 +95,9 @@ def test_config_derives_bands_from_a_threshold():
         DedupConfig(threshold=0.8, bands=10)
     with pytest.raises(ValueError, match="exceeds num_perm"):
         DedupConfig(bands=20, rows=8)
+    # An empty shingle would be shared by every text, and every text would merge.
+    with pytest.raises(ValueError, match="shingle_size must be at least 1"):
+        MinHasher(shingle_size=0)
 
 
 def test_two_releases_of_treasure_island_become_one_document(sample_docs):

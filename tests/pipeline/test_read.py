@@ -26,7 +26,7 @@ from pipeline.read import (
     read_file,
     sniff_kind,
 )
-from pipeline.records import from_table, is_kept
+from pipeline.records import from_table, is_kept, to_table
 from tests.helpers import CORPUS, SAMPLE, need_corpus
 
 
@@ -478,6 +478,33 @@ def test_bad_jsonl_lines_are_counted_and_the_file_goes_on(tmp_path):
     reasons = [d["drop_reason"] for d in docs]
     assert reasons == [None, "read_error:bad_json", "read_error:missing_field:text", None]
     assert [d["text"] for d in docs if is_kept(d)] == ["one", "four"]
+
+
+def test_jsonl_rows_without_text_or_with_half_an_emoji_neither_crash_nor_vanish(tmp_path):
+    # Found in the field: one lone surrogate escape (an emoji cut in two) made the whole job
+    # fail when the batch was written as UTF-8, and a list in the text field became its repr.
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        '{"text": "cut \\ud83d here", "url": "u\\udc00", "title": "\\ud800"}\n'
+        '{"text": "whole \\ud83d\\ude00 emoji"}\n'
+        '{"text": ["a", "b"]}\n'
+        '{"text": 12345}\n'
+        '{"text": "after"}\n'
+    )
+    stats = Counter()
+    docs = read_file(InputFile(str(path), "jsonl"), stats)
+    assert [d["drop_reason"] for d in docs] == [
+        None,
+        None,
+        "read_error:not_text:text",
+        "read_error:not_text:text",
+        None,
+    ]
+    assert docs[0]["text"] == "cut \ufffd here" and docs[0]["url"] == "u\ufffd"
+    assert docs[0]["meta"]["title"] == "\ufffd"
+    assert docs[1]["text"] == "whole \U0001f600 emoji"  # a whole pair is one character
+    assert stats["lone_surrogates"] == 3 and stats["rows"] == 5
+    to_table(docs)  # writes as UTF-8: what failed before
 
 
 def test_html_in_a_jsonl_field_is_stored_like_the_same_page_from_a_file(tmp_path):

@@ -199,6 +199,28 @@ def test_a_parent_stored_before_word_split_existed_was_keyed_on_whitespace(tmp_p
     _check_compatible(cfg.model_copy(update={"dedup": whitespace}), parent)
 
 
+def test_a_refresh_compares_bands_and_rows_as_used_not_as_written(tmp_path):
+    # Found in the field: a threshold in the refresh's config (9 x 12) was let through against
+    # a parent keyed with 14 x 8, and no document could match an earlier version's again.
+    from pipeline.errors import InputError
+    from pipeline.refresh import _check_compatible
+
+    cfg = _config(tmp_path)
+    banded = {"version": "v0001", "config": cfg.model_dump(), "dedup_keys": {}}
+    by_threshold = cfg.dedup.model_copy(update={"threshold": 0.8})
+    assert by_threshold.lsh() != cfg.dedup.lsh()
+    with pytest.raises(InputError, match="set data.dedup.bands=14 and data.dedup.rows=8"):
+        _check_compatible(cfg.model_copy(update={"dedup": by_threshold}), banded)
+
+    stored = cfg.model_copy(update={"dedup": by_threshold}).model_dump()
+    parent = {"version": "v0001", "config": stored, "dedup_keys": {}}
+    with pytest.raises(InputError, match="set data.dedup.threshold=0.8"):
+        _check_compatible(cfg, parent)
+    bands, rows = by_threshold.lsh()  # the same bands and rows, written out: the same keys
+    same = cfg.dedup.model_copy(update={"bands": bands, "rows": rows})
+    _check_compatible(cfg.model_copy(update={"dedup": same}), parent)
+
+
 def test_a_url_is_new_again_when_its_server_says_its_content_changed(tmp_path):
     import functools
     import http.server

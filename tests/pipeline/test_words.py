@@ -10,6 +10,8 @@ def test_words_split_at_whitespace_and_at_each_cjk_character():
     assert split_words("kiln 处理 web 数据") == ["kiln", "处", "理", "web", "数", "据"]
     assert split_words("トレンドマイクロは3月9日") == [*"トレンドマイクロは", "3", "月", "9", "日"]
     assert split_words("한국어는 띄어 쓴다") == ["한국어는", "띄어", "쓴다"]  # Korean has spaces
+    # Iteration marks, ideographic zero, small katakana extensions, extension B: all letters.
+    assert split_words("人々〇〇年ㇰㇱ𠀀𠀁") == [*"人々〇〇年ㇰㇱ", "\U00020000", "\U00020001"]
 
 
 def test_word_count_agrees_with_split_words():
