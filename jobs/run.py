@@ -377,10 +377,13 @@ def run_job(
         else:
             done["data"] = _data_step(cfg, paths)
             paths.save_state(state)
+            # The summary at the end shows the ledger; only a job with steps still to come
+            # shows it now as well, so that it is seen before a long training.
+            more = len(steps) > 1
             log.info(
-                "data: dataset version %s\n%s",
+                "data: dataset version %s%s",
                 done["data"]["version_dir"],
-                done["data"]["ledger_text"],
+                "\n" + done["data"]["ledger_text"] if more else "",
             )
 
     version_dir = dataset_dir or (done.get("data") or {}).get("version_dir")

@@ -7,12 +7,13 @@ text already (WET conversions, plain text) pass through unchanged.
 
 Drop reasons: ``empty_page``, ``page_too_large``, ``extract_timeout``, ``extract_crashed`` (the
 child died, e.g. out of memory), ``extract_error:<Exception>``, ``binary_content`` (bytes that
-are not text), ``no_main_text``, and ``empty_text`` (a book or text with nothing left).
+are not text), ``no_main_text``, and ``empty_text`` (a book or text with nothing visible left).
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 
 from pipeline.gutenberg import strip_gutenberg
@@ -32,6 +33,16 @@ DEFAULT_MAX_PAGE_BYTES = 2 * 1024 * 1024
 DEFAULT_TIME_LIMIT_SECONDS = 30.0
 
 _EXTRACT_TARGET = "pipeline.html_text:extract_html"
+
+
+# Control, format, surrogate and unassigned code points (private-use ones may be icons).
+_INVISIBLE = {"Cc", "Cf", "Cs", "Cn"}
+
+
+def _has_visible_text(text: str) -> bool:
+    """True when the text holds a character one can see: not only whitespace, control and
+    format characters (zero-width spaces, NULs and byte-order marks are not text)."""
+    return any(not c.isspace() and unicodedata.category(c) not in _INVISIBLE for c in text)
 
 
 class ExtractStage(Stage):
@@ -88,7 +99,7 @@ class ExtractStage(Stage):
         if doc["source"] == "book":
             return self._book(doc)
         if doc.get("raw") is None:
-            return None if doc["text"].strip() else "empty_text"
+            return None if _has_visible_text(doc["text"]) else "empty_text"
         reason, request = self._page_request(doc)
         if request is None:
             return reason
@@ -170,4 +181,4 @@ class ExtractStage(Stage):
             doc["meta"]["declared_language"] = book.language
         if not (book.found_start and book.found_end):
             doc["meta"]["gutenberg_markers"] = "missing"
-        return None if book.text.strip() else "empty_text"
+        return None if _has_visible_text(book.text) else "empty_text"
