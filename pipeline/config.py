@@ -405,6 +405,18 @@ class DedupConfig(StrictModel):
             return lsh_params(self.threshold, self.num_perm)
         return self.bands, self.rows
 
+    def key_settings(self) -> dict:
+        """What stored bucket keys depend on: a later run's keys can match them only when all
+        of these are the same. Stored with the keys (pipeline/refresh.py checks them)."""
+        bands, rows = self.lsh()
+        return {
+            "num_perm": self.num_perm,
+            "bands": bands,
+            "rows": rows,
+            "shingle_size": self.shingle_size,
+            "word_split": self.word_split,
+        }
+
     def verify_threshold(self) -> float | None:
         if not self.verify:
             return None

@@ -35,14 +35,19 @@ DEFAULT_TIME_LIMIT_SECONDS = 30.0
 _EXTRACT_TARGET = "pipeline.html_text:extract_html"
 
 
-# Control, format, surrogate and unassigned code points (private-use ones may be icons).
-_INVISIBLE = {"Cc", "Cf", "Cs", "Cn"}
+# Code points that show nothing on their own: control, format, surrogate and unassigned ones
+# (private-use ones may be icons), combining marks with no letter under them (variation
+# selectors among them), separators, and the Hangul fillers, which are letters by category.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Cn", "Mn", "Mc", "Me", "Zs", "Zl", "Zp"}
+_FILLERS = {"\u115f", "\u1160", "\u3164", "\uffa0"}
 
 
 def _has_visible_text(text: str) -> bool:
-    """True when the text holds a character one can see: not only whitespace, control and
-    format characters (zero-width spaces, NULs and byte-order marks are not text)."""
-    return any(not c.isspace() and unicodedata.category(c) not in _INVISIBLE for c in text)
+    """True when the text holds a character one can see (see _INVISIBLE)."""
+    return any(
+        not c.isspace() and unicodedata.category(c) not in _INVISIBLE and c not in _FILLERS
+        for c in text
+    )
 
 
 class ExtractStage(Stage):

@@ -117,7 +117,8 @@ def _open_text(path: str) -> io.TextIOBase:
     head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
     if head == b"\x1f\x8b" or path.endswith(".gz"):
         fh = gzip.GzipFile(fileobj=fh)
-    return io.TextIOWrapper(fh, encoding="utf-8", errors="replace")
+    # utf-8-sig: a byte-order mark at the start is not part of the first row.
+    return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="replace")
 
 
 def read_jsonl(item: InputFile, stats: Counter) -> Iterator[Document]:
@@ -128,7 +129,9 @@ def read_jsonl(item: InputFile, stats: Counter) -> Iterator[Document]:
             where = f"{item.label}#{n}"
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            # ValueError: JSONDecodeError, and an integer of over 4,300 digits; RecursionError:
+            # nesting deeper than the interpreter's stack. Either is one bad row, not the file.
+            except (ValueError, RecursionError):
                 stats["errors"] += 1
                 yield error_row("dataset", where, "read_error:bad_json")
                 continue

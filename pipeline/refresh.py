@@ -65,8 +65,6 @@ log = logging.getLogger(__name__)
 # Dedup settings that must match the parent's: its stored keys were computed with them. Bands
 # and rows are compared as used, derived from a threshold where one was set.
 _DEDUP_KEYS_SETTINGS = ("num_perm", "shingle_size", "word_split")
-# What a parent stored before a setting existed used the behaviour of that time.
-_DEDUP_KEYS_BEFORE = {"word_split": "whitespace"}
 
 
 @dataclass
@@ -160,36 +158,65 @@ def _refresh_key(parent: dict, new_inputs: list[dict], cfg: DataConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _stored_key_settings(parent: dict) -> dict:
+    """What the parent's dedup keys were computed with (DedupConfig.key_settings).
+
+    Versions stored before the manifest recorded it: from their config, with whitespace word
+    splitting (all there was then) and bands and rows as used.
+    """
+    if "settings" in parent["dedup_keys"]:
+        return parent["dedup_keys"]["settings"]
+    old = parent["config"]["dedup"]
+    if old.get("threshold") is not None:
+        from pipeline.minhash import lsh_params
+
+        bands, rows = lsh_params(old["threshold"], old["num_perm"])
+    else:
+        bands, rows = old["bands"], old["rows"]
+    return {
+        "num_perm": old["num_perm"],
+        "bands": bands,
+        "rows": rows,
+        "shingle_size": old["shingle_size"],
+        "word_split": old.get("word_split", "whitespace"),
+    }
+
+
 def _check_compatible(cfg: DataConfig, parent: dict) -> None:
     """Refuse settings under which the parent's dedup keys would not match new ones."""
     if cfg.tokenizer.path is not None:
         log.info("refresh: data.tokenizer.path is ignored; the parent's tokenizer is reused")
-    if "dedup_keys" not in parent or not cfg.dedup.enabled:
+    if not cfg.dedup.enabled:
         return
-    old = parent["config"]["dedup"]
-    stored = {k: old.get(k, _DEDUP_KEYS_BEFORE.get(k)) for k in _DEDUP_KEYS_SETTINGS}
-    changed = [k for k in _DEDUP_KEYS_SETTINGS if stored[k] != getattr(cfg.dedup, k)]
-    if changed:
-        key = changed[0]
-        raise InputError(
-            f"data.dedup.{key} is {getattr(cfg.dedup, key)} but version {parent['version']} "
-            f"stored its dedup keys with {stored[key]}; a refresh must use the same MinHash "
-            f"settings: set data.dedup.{key}={stored[key]} (or start a new dataset line)"
+    if "dedup_keys" not in parent:
+        log.warning(
+            "refresh: version %s stores no dedup keys (it was built with dedup off), so new "
+            "documents are deduplicated among themselves only, not against it",
+            parent["version"],
         )
-    if old.get("threshold") is not None:
-        from pipeline.minhash import lsh_params
-
-        stored_lsh = lsh_params(old["threshold"], old["num_perm"])
-        how = f"data.dedup.threshold={old['threshold']}"
-    else:
-        stored_lsh = (old["bands"], old["rows"])
-        how = f"data.dedup.bands={old['bands']} and data.dedup.rows={old['rows']}, no threshold"
-    if cfg.dedup.lsh() != stored_lsh:
+        return
+    stored, mine = _stored_key_settings(parent), cfg.dedup.key_settings()
+    version = parent["version"]
+    for key in _DEDUP_KEYS_SETTINGS:
+        if mine[key] != stored[key]:
+            raise InputError(
+                f"data.dedup.{key} is {mine[key]} but version {version} stored its dedup keys "
+                f"with {stored[key]}; a refresh must use the same MinHash settings: set "
+                f"data.dedup.{key}={stored[key]} (or start a new dataset line)"
+            )
+    lsh = (stored["bands"], stored["rows"])
+    if (mine["bands"], mine["rows"]) != lsh:
+        how = f"data.dedup.bands={lsh[0]} and data.dedup.rows={lsh[1]}, no threshold"
+        threshold = parent["config"]["dedup"].get("threshold")
+        if (
+            threshold is not None
+            and cfg.dedup.model_copy(update={"threshold": threshold}).lsh() == lsh
+        ):
+            how = f"data.dedup.threshold={threshold}"
         raise InputError(
-            f"data.dedup bands x rows would be {' x '.join(map(str, cfg.dedup.lsh()))} but "
-            f"version {parent['version']} stored its dedup keys with "
-            f"{' x '.join(map(str, stored_lsh))}, so its documents could never match new ones; "
-            f"set {how} (or start a new dataset line)"
+            f"data.dedup bands x rows would be {mine['bands']} x {mine['rows']} but version "
+            f"{version} stored its dedup keys with {lsh[0]} x {lsh[1]}, so its documents "
+            f"could never match new ones; set {how} (or start a new dataset line)"
         )
 
 
@@ -375,8 +402,17 @@ def refresh(
                 "config": cfg.model_dump(),
                 "ledger": processed.ledger.to_dict(),
             }
-            if cfg.dedup.enabled:
-                manifest["dedup_keys"] = _store_dedup_keys(parent_dir, tmp, processed, doc_chars)
+            # Keys are carried forward even by a refresh with dedup off (which adds none of
+            # its own), so that a later refresh still dedupes against everything before it.
+            if cfg.dedup.enabled or "dedup_keys" in parent:
+                settings = (
+                    _stored_key_settings(parent)
+                    if "dedup_keys" in parent
+                    else cfg.dedup.key_settings()
+                )
+                manifest["dedup_keys"] = _store_dedup_keys(
+                    parent_dir, tmp, processed, doc_chars, settings
+                )
             atomic_write_json(tmp / "manifest.json", manifest)
         crash_point("refresh:version_renamed")
         store.set_current(name, version)
@@ -414,7 +450,9 @@ def refresh(
     )
 
 
-def _store_dedup_keys(parent_dir: Path, folder: Path, processed, doc_chars: dict) -> dict:
+def _store_dedup_keys(
+    parent_dir: Path, folder: Path, processed, doc_chars: dict, settings: dict
+) -> dict:
     """The new version's dedup keys: the parent's (linked) and those of its new documents."""
     keys_dir = folder / DedupIndex.FOLDER
     for part in sorted((parent_dir / DedupIndex.FOLDER).glob("*.parquet")):
@@ -428,13 +466,13 @@ def _store_dedup_keys(parent_dir: Path, folder: Path, processed, doc_chars: dict
     if doc_chars and processed.dedup_keys is not None:
         # Written beside, then moved in: the writer names its files itself, and the folder
         # already holds the parent's.
-        entry = write_dedup_keys(processed.dedup_keys, folder / ".new_keys")
+        entry = write_dedup_keys(processed.dedup_keys, folder / ".new_keys", settings)
         new_rows = entry["rows"]
         keys_dir.mkdir(exist_ok=True)
         for part in sorted((folder / ".new_keys" / DedupIndex.FOLDER).glob("*.parquet")):
             os.replace(part, keys_dir / part.name)
         shutil.rmtree(folder / ".new_keys")
-    return {"folder": DedupIndex.FOLDER, "rows": parent_rows + new_rows}
+    return {"folder": DedupIndex.FOLDER, "rows": parent_rows + new_rows, "settings": settings}
 
 
 def _finish_interrupted_commit(

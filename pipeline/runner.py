@@ -412,8 +412,9 @@ def resolve_inputs(cfg: DataConfig, store: DatasetStore) -> tuple[list, dict | N
     return files, crawl_stats
 
 
-def write_dedup_keys(dedup_keys, folder: Path) -> dict:
-    """Store the bucket keys of a version's new documents in its folder; the manifest entry."""
+def write_dedup_keys(dedup_keys, folder: Path, settings: dict) -> dict:
+    """Store the bucket keys of a version's new documents in its folder; the manifest entry,
+    with the ``settings`` the keys were computed with (DedupConfig.key_settings)."""
     # The bucket keys of this version's documents, so a later refresh dedupes against them
     # without recomputing their signatures (pipeline/dedup.py, DedupIndex).
     dedup_keys.write_parquet(str(folder / DedupIndex.FOLDER))
@@ -422,6 +423,7 @@ def write_dedup_keys(dedup_keys, folder: Path) -> dict:
         "rows": sum(
             pq.read_metadata(p).num_rows for p in (folder / DedupIndex.FOLDER).glob("*.parquet")
         ),
+        "settings": settings,
     }
 
 
@@ -523,6 +525,8 @@ def _commit_build(
             "ledger": processed.ledger.to_dict(),
         }
         if processed.dedup_keys is not None:
-            manifest["dedup_keys"] = write_dedup_keys(processed.dedup_keys, tmp)
+            manifest["dedup_keys"] = write_dedup_keys(
+                processed.dedup_keys, tmp, cfg.dedup.key_settings()
+            )
         atomic_write_json(tmp / "manifest.json", manifest)
     return version, splits

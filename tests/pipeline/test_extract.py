@@ -127,11 +127,18 @@ def test_an_exception_on_one_document_is_counted_and_the_batch_goes_on(stage):
 
 def test_text_with_nothing_visible_is_empty_text(stage):
     # Zero-width spaces, NULs and byte-order marks were kept as documents of "text".
-    texts = ["\u200b\u200b", "\x00\x00\x00", " \ufeff\u2060 \n", "\u200b!", "\ue000"]
+    texts = [
+        "\u200b\u200b",
+        "\x00\x00\x00",
+        " \ufeff\u2060 \n",
+        "\ufe0f \u3164 \u034f\u17b4 \u115f\u3000",  # variation selector, fillers, marks
+        "\u200b!",
+        "\ue000",
+    ]
     docs = stage.process_batch(
         [make_document("dataset", f"u{i}", text=t) for i, t in enumerate(texts)]
     )
-    assert [d["drop_reason"] for d in docs] == ["empty_text"] * 3 + [None, None]
+    assert [d["drop_reason"] for d in docs] == ["empty_text"] * 4 + [None, None]
 
 
 def test_the_stage_pickles_without_its_child(stage):

@@ -507,6 +507,28 @@ def test_jsonl_rows_without_text_or_with_half_an_emoji_neither_crash_nor_vanish(
     to_table(docs)  # writes as UTF-8: what failed before
 
 
+def test_a_row_python_cannot_parse_is_one_bad_row_and_a_bom_is_not_text(tmp_path):
+    # Found in the field: an integer of 5,000 digits (ValueError) or 50,000 nested lists
+    # (RecursionError) ended the whole file, and a byte-order mark cost the first row.
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + b'{"text": "first"}\n'
+        + b'{"text": "x", "n": '
+        + b"9" * 5000
+        + b"}\n"
+        + b'{"text": "x", "deep": '
+        + b"[" * 50_000
+        + b"]" * 50_000
+        + b"}\n"
+        + b'{"text": "last"}\n'
+    )
+    stats = Counter()
+    docs = read_file(InputFile(str(path), "jsonl"), stats)
+    assert [d["drop_reason"] for d in docs] == [None, *["read_error:bad_json"] * 2, None]
+    assert [d["text"] for d in docs if is_kept(d)] == ["first", "last"]
+
+
 def test_html_in_a_jsonl_field_is_stored_like_the_same_page_from_a_file(tmp_path):
     page_path = need_corpus("web", "trafilatura", "auto-presse.de-minisuv.html.gz")
     [from_file] = read_file(InputFile(str(page_path), "html"))

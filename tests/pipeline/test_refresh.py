@@ -47,6 +47,18 @@ def _doc_ids(version_dir) -> list[str]:
     return ids
 
 
+def _arrive(incoming, files) -> None:
+    for f in files:
+        if f.suffix == ".txt":
+            # The books' first 150,000 characters and their licence footer keep the test fast;
+            # the two Treasure Islands stay near duplicates.
+            text = f.read_text(encoding="utf-8-sig")
+            footer = text.index("*** END OF TH")
+            (incoming / f.name).write_text(text[: min(150_000, footer)] + "\n\n" + text[footer:])
+        else:
+            shutil.copy(f, incoming / f.name)
+
+
 @pytest.fixture(scope="module")
 def arrivals(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("refresh")
@@ -54,22 +66,9 @@ def arrivals(ray_local, tmp_path_factory):
     incoming.mkdir()
     store = DatasetStore(root / "store")
 
-    def arrive(files):
-        for f in files:
-            if f.suffix == ".txt":
-                # The books' first 150,000 characters and their licence footer keep the test
-                # fast; the two Treasure Islands stay near duplicates.
-                text = f.read_text(encoding="utf-8-sig")
-                footer = text.index("*** END OF TH")
-                (incoming / f.name).write_text(
-                    text[: min(150_000, footer)] + "\n\n" + text[footer:]
-                )
-            else:
-                shutil.copy(f, incoming / f.name)
-
-    arrive(FIRST)
+    _arrive(incoming, FIRST)
     first = refresh(_config(incoming), store, "r1", connect=lambda: 2)
-    arrive(SECOND)
+    _arrive(incoming, SECOND)
     second = refresh(_config(incoming), store, "r2", connect=lambda: 2)
     again = refresh(_config(incoming), store, "r3", connect=lambda: pytest.fail("no work"))
     return store, first, second, again
@@ -137,6 +136,28 @@ def test_refresh_on_the_same_inputs_adds_nothing(arrivals):
     assert "nothing new" in again.message
     assert store.versions("news") == ["v0001", "v0002"]
     assert store.current_version("news") == second.version_dir
+
+
+@pytest.mark.slow
+def test_a_refresh_with_dedup_off_carries_the_earlier_keys_forward(ray_local, tmp_path):
+    # Found in the field: a version built with dedup off stored no keys, and every later
+    # refresh silently stopped deduping against all the versions before it.
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    store = DatasetStore(tmp_path / "store")
+    cfg = _config(incoming)
+    _arrive(incoming, FIRST[2:])  # the 2019 Treasure Island and The Time Machine
+    first = refresh(cfg, store, "r1", connect=lambda: 2)
+    _arrive(incoming, WEB[:2])
+    off = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"enabled": False})})
+    second = refresh(off, store, "r2", connect=lambda: 2)
+    kept_keys = read_manifest(first.version_dir)["dedup_keys"]
+    assert read_manifest(second.version_dir)["dedup_keys"] == kept_keys
+    assert kept_keys["settings"] == cfg.dedup.key_settings()
+
+    _arrive(incoming, [SAMPLE / "books" / "pg120_Treasure_Island__2022_release.txt"])
+    third = refresh(cfg, store, "r3", connect=lambda: 2)
+    assert third.stats["dedup"]["duplicates_of_earlier_versions"] == 1  # the 2019 release's
 
 
 def test_a_second_writer_is_refused_while_one_holds_the_lock(tmp_path):
