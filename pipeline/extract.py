@@ -35,17 +35,21 @@ DEFAULT_TIME_LIMIT_SECONDS = 30.0
 _EXTRACT_TARGET = "pipeline.html_text:extract_html"
 
 
-# Code points that show nothing on their own: control, format, surrogate and unassigned ones
-# (private-use ones may be icons), combining marks with no letter under them (variation
-# selectors among them), separators, and the Hangul fillers, which are letters by category.
-_INVISIBLE = {"Cc", "Cf", "Cs", "Cn", "Mn", "Mc", "Me", "Zs", "Zl", "Zp"}
+# Code points that show nothing on their own: control, format and surrogate ones, combining
+# marks with no letter under them (variation selectors among them), separators, and the Hangul
+# fillers, which are letters by category. Unassigned ones count as visible: they may be emoji or
+# ideographs newer than this Python's Unicode tables.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Mn", "Me", "Zs", "Zl", "Zp"}
 _FILLERS = {"\u115f", "\u1160", "\u3164", "\uffa0"}
+# Format characters that are drawn (signs spanning numbers, as the Arabic end of ayah).
+_DRAWN_FORMAT = {*"\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u08e2", "\U000110bd"}
 
 
 def _has_visible_text(text: str) -> bool:
     """True when the text holds a character one can see (see _INVISIBLE)."""
     return any(
-        not c.isspace() and unicodedata.category(c) not in _INVISIBLE and c not in _FILLERS
+        c in _DRAWN_FORMAT
+        or (not c.isspace() and unicodedata.category(c) not in _INVISIBLE and c not in _FILLERS)
         for c in text
     )
 

@@ -117,13 +117,15 @@ def _open_text(path: str) -> io.TextIOBase:
     head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
     if head == b"\x1f\x8b" or path.endswith(".gz"):
         fh = gzip.GzipFile(fileobj=fh)
-    # utf-8-sig: a byte-order mark at the start is not part of the first row.
-    return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="replace")
+    # utf-8-sig: a byte-order mark at the start is not part of the first row. newline="\n":
+    # JSON Lines ends a row at \n only; a bare \r is whitespace inside a row.
+    return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="replace", newline="\n")
 
 
 def read_jsonl(item: InputFile, stats: Counter) -> Iterator[Document]:
     with _open_text(item.path) as fh:
         for n, line in enumerate(fh, start=1):
+            line = line.lstrip("\ufeff")  # files joined with cat keep each one's mark
             if not line.strip():
                 continue
             where = f"{item.label}#{n}"

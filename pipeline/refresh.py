@@ -182,19 +182,29 @@ def _stored_key_settings(parent: dict) -> dict:
     }
 
 
+def _unkeyed_versions(parent: dict) -> list[str]:
+    """Versions whose documents are not in the parent's dedup keys: added with dedup off."""
+    if "dedup_keys" not in parent:  # a build with dedup off
+        return [parent["version"]]
+    return list(parent["dedup_keys"].get("unkeyed", []))
+
+
 def _check_compatible(cfg: DataConfig, parent: dict) -> None:
     """Refuse settings under which the parent's dedup keys would not match new ones."""
     if cfg.tokenizer.path is not None:
         log.info("refresh: data.tokenizer.path is ignored; the parent's tokenizer is reused")
     if not cfg.dedup.enabled:
         return
-    if "dedup_keys" not in parent:
+    unkeyed = _unkeyed_versions(parent)
+    if unkeyed:
         log.warning(
-            "refresh: version %s stores no dedup keys (it was built with dedup off), so new "
-            "documents are deduplicated among themselves only, not against it",
-            parent["version"],
+            "refresh: the documents of %s were added with dedup off and have no dedup keys, "
+            "so new copies of them are kept; only the other versions' documents are deduped "
+            "against",
+            ", ".join(unkeyed),
         )
-        return
+    if not parent.get("dedup_keys", {}).get("rows"):
+        return  # no keys at all: nothing they could fail to match
     stored, mine = _stored_key_settings(parent), cfg.dedup.key_settings()
     version = parent["version"]
     for key in _DEDUP_KEYS_SETTINGS:
@@ -403,16 +413,15 @@ def refresh(
                 "ledger": processed.ledger.to_dict(),
             }
             # Keys are carried forward even by a refresh with dedup off (which adds none of
-            # its own), so that a later refresh still dedupes against everything before it.
-            if cfg.dedup.enabled or "dedup_keys" in parent:
-                settings = (
-                    _stored_key_settings(parent)
-                    if "dedup_keys" in parent
-                    else cfg.dedup.key_settings()
-                )
-                manifest["dedup_keys"] = _store_dedup_keys(
-                    parent_dir, tmp, processed, doc_chars, settings
-                )
+            # its own), so that a later refresh still dedupes against everything before it;
+            # the versions whose documents have no keys are listed, so it can say so.
+            settings = (
+                _stored_key_settings(parent) if "dedup_keys" in parent else cfg.dedup.key_settings()
+            )
+            entry = _store_dedup_keys(parent_dir, tmp, processed, doc_chars, settings)
+            added_unkeyed = [] if cfg.dedup.enabled or not doc_chars else [version]
+            entry["unkeyed"] = _unkeyed_versions(parent) + added_unkeyed
+            manifest["dedup_keys"] = entry
             atomic_write_json(tmp / "manifest.json", manifest)
         crash_point("refresh:version_renamed")
         store.set_current(name, version)

@@ -31,7 +31,9 @@ EOS_TOKEN = "<|endoftext|>"
 # run in the bundled sample's texts (65 dashes in The Art of War), so its tokens are unchanged.
 MAX_RUN = 128
 _LONG_RUN = "|".join(
-    f"{cls}{{{MAX_RUN}}}" for cls in (r"[\p{L}\p{M}]", r"\p{N}", r"[^\s\p{L}\p{M}\p{N}]", r"\s")
+    # The classes of the byte-level pre-tokenizer (GPT-2's): combining marks go with symbols.
+    f"{cls}{{{MAX_RUN}}}"
+    for cls in (r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]", r"\s")
 )
 
 

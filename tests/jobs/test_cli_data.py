@@ -127,7 +127,7 @@ def test_refresh_dry_run_refuses_what_the_refresh_would(tmp_path, capsys):
     with store.new_version("sample") as (version, folder):
         atomic_write_json(
             folder / "manifest.json",
-            {"version": version, "config": stored, "dedup_keys": {}, "inputs": []},
+            {"version": version, "config": stored, "dedup_keys": {"rows": 1}, "inputs": []},
         )
     assert main(["data", "refresh", "--dry-run", f"output_dir={tmp_path}"]) == 2
     assert "set data.dedup.bands=10 and data.dedup.rows=8" in capsys.readouterr().err

@@ -521,12 +521,14 @@ def test_a_row_python_cannot_parse_is_one_bad_row_and_a_bom_is_not_text(tmp_path
         + b"[" * 50_000
         + b"]" * 50_000
         + b"}\n"
-        + b'{"text": "last"}\n'
+        + b'{"text": "cr",\r "url": "u"}\r\n'  # a bare \r is JSON whitespace, not a line end
+        + b'\xef\xbb\xbf{"text": "last"}\n'  # a second file's BOM, joined with cat
     )
     stats = Counter()
     docs = read_file(InputFile(str(path), "jsonl"), stats)
-    assert [d["drop_reason"] for d in docs] == [None, *["read_error:bad_json"] * 2, None]
-    assert [d["text"] for d in docs if is_kept(d)] == ["first", "last"]
+    assert [d["drop_reason"] for d in docs] == [None, *["read_error:bad_json"] * 2, None, None]
+    assert [d["text"] for d in docs if is_kept(d)] == ["first", "cr", "last"]
+    assert docs[-1]["meta"]["row"] == "5"
 
 
 def test_html_in_a_jsonl_field_is_stored_like_the_same_page_from_a_file(tmp_path):

@@ -139,9 +139,10 @@ def test_refresh_on_the_same_inputs_adds_nothing(arrivals):
 
 
 @pytest.mark.slow
-def test_a_refresh_with_dedup_off_carries_the_earlier_keys_forward(ray_local, tmp_path):
+def test_a_refresh_with_dedup_off_carries_the_earlier_keys_forward(ray_local, tmp_path, caplog):
     # Found in the field: a version built with dedup off stored no keys, and every later
-    # refresh silently stopped deduping against all the versions before it.
+    # refresh silently stopped deduping against all the versions before it. Its own documents
+    # have no keys: later refreshes say so.
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     store = DatasetStore(tmp_path / "store")
@@ -152,12 +153,30 @@ def test_a_refresh_with_dedup_off_carries_the_earlier_keys_forward(ray_local, tm
     off = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"enabled": False})})
     second = refresh(off, store, "r2", connect=lambda: 2)
     kept_keys = read_manifest(first.version_dir)["dedup_keys"]
-    assert read_manifest(second.version_dir)["dedup_keys"] == kept_keys
+    assert read_manifest(second.version_dir)["dedup_keys"] == {**kept_keys, "unkeyed": ["v0002"]}
     assert kept_keys["settings"] == cfg.dedup.key_settings()
 
     _arrive(incoming, [SAMPLE / "books" / "pg120_Treasure_Island__2022_release.txt"])
-    third = refresh(cfg, store, "r3", connect=lambda: 2)
+    with caplog.at_level("WARNING", logger="pipeline.refresh"):
+        third = refresh(cfg, store, "r3", connect=lambda: 2)
     assert third.stats["dedup"]["duplicates_of_earlier_versions"] == 1  # the 2019 release's
+    assert "documents of v0002 were added with dedup off" in caplog.text
+    assert read_manifest(third.version_dir)["dedup_keys"]["unkeyed"] == ["v0002"]
+
+
+def test_versions_without_keys_are_named_and_no_keys_refuse_nothing(tmp_path, caplog):
+    from pipeline.refresh import _check_compatible, _unkeyed_versions
+
+    cfg = _config(tmp_path)
+    built_without = {"version": "v0001", "config": cfg.model_dump()}
+    assert _unkeyed_versions(built_without) == ["v0001"]
+    with caplog.at_level("WARNING", logger="pipeline.refresh"):
+        _check_compatible(cfg, built_without)
+    assert "documents of v0001 were added with dedup off" in caplog.text
+    # Only unkeyed versions so far, their entry written under other settings: no keys to miss.
+    stored = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"num_perm": 64})})
+    empty = {"rows": 0, "settings": stored.dedup.key_settings(), "unkeyed": ["v0001", "v0002"]}
+    _check_compatible(cfg, {"version": "v0002", "config": stored.model_dump(), "dedup_keys": empty})
 
 
 def test_a_second_writer_is_refused_while_one_holds_the_lock(tmp_path):
@@ -198,7 +217,7 @@ def test_refresh_refuses_dedup_settings_its_stored_keys_were_not_made_with(tmp_p
                 "inputs": [],
                 "shards": [],
                 "config": cfg.model_dump(),
-                "dedup_keys": {"folder": "dedup_keys", "rows": 0},
+                "dedup_keys": {"folder": "dedup_keys", "rows": 1},
             },
         )
     changed = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"shingle_size": 3})})
@@ -213,7 +232,11 @@ def test_a_parent_stored_before_word_split_existed_was_keyed_on_whitespace(tmp_p
     cfg = _config(tmp_path)
     stored = cfg.model_dump()
     del stored["dedup"]["word_split"]  # what versions stored before the setting wrote
-    parent = {"version": "v0001", "config": stored, "dedup_keys": {"folder": "dedup_keys"}}
+    parent = {
+        "version": "v0001",
+        "config": stored,
+        "dedup_keys": {"folder": "dedup_keys", "rows": 1},
+    }
     with pytest.raises(InputError, match="set data.dedup.word_split=whitespace"):
         _check_compatible(cfg, parent)
     whitespace = cfg.dedup.model_copy(update={"word_split": "whitespace"})
@@ -227,14 +250,14 @@ def test_a_refresh_compares_bands_and_rows_as_used_not_as_written(tmp_path):
     from pipeline.refresh import _check_compatible
 
     cfg = _config(tmp_path)
-    banded = {"version": "v0001", "config": cfg.model_dump(), "dedup_keys": {}}
+    banded = {"version": "v0001", "config": cfg.model_dump(), "dedup_keys": {"rows": 1}}
     by_threshold = cfg.dedup.model_copy(update={"threshold": 0.8})
     assert by_threshold.lsh() != cfg.dedup.lsh()
     with pytest.raises(InputError, match="set data.dedup.bands=14 and data.dedup.rows=8"):
         _check_compatible(cfg.model_copy(update={"dedup": by_threshold}), banded)
 
     stored = cfg.model_copy(update={"dedup": by_threshold}).model_dump()
-    parent = {"version": "v0001", "config": stored, "dedup_keys": {}}
+    parent = {"version": "v0001", "config": stored, "dedup_keys": {"rows": 1}}
     with pytest.raises(InputError, match="set data.dedup.threshold=0.8"):
         _check_compatible(cfg, parent)
     bands, rows = by_threshold.lsh()  # the same bands and rows, written out: the same keys

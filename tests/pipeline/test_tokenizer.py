@@ -133,6 +133,8 @@ def test_a_long_run_of_one_kind_of_character_is_cut_before_bpe_sees_it():
         "digits": "".join(str(i * 7 % 10) for i in range(20_000)),
         "emoji": "".join(chr(0x1F600 + i * 13 % 60) for i in range(20_000)),
         "spaces": " " * 20_000,
+        # A symbol and a combining mark in turn: one piece to the byte-level pre-tokenizer.
+        "hearts": "\u2764\ufe0f" * 10_000,
     }
     tok = train_bpe([TEXT, *runs.values()], vocab_size=400)
     for kind, run in runs.items():
