@@ -54,7 +54,8 @@ _PUNCTUATION_TO_SPACE = {
 # How shingles' words are cut. "cjk_characters": kiln's word rule (pipeline/words.py), each
 # Chinese character and kana a word; "whitespace": whitespace alone, as kiln did before the
 # rule reached dedup (dataset versions stored then have band keys computed so).
-WORD_SPLITS = ("cjk_characters", "whitespace")
+_WORD_SPLITTERS = {"cjk_characters": split_words, "whitespace": str.split}
+WORD_SPLITS = tuple(_WORD_SPLITTERS)
 
 
 def shingle_words(text: str, word_split: str = "cjk_characters") -> list[str]:
@@ -63,12 +64,7 @@ def shingle_words(text: str, word_split: str = "cjk_characters") -> list[str]:
     Releases of the same text often differ only in typography (straight or curly quotes, "--"
     or an em dash); without this, "we're" and "we’re" would be different words.
     """
-    clean = normalize_text(text).translate(_PUNCTUATION_TO_SPACE)
-    if word_split == "whitespace":
-        return clean.split()
-    if word_split != "cjk_characters":
-        raise ValueError(f"word_split must be one of {WORD_SPLITS}, got {word_split!r}")
-    return split_words(clean)
+    return _WORD_SPLITTERS[word_split](normalize_text(text).translate(_PUNCTUATION_TO_SPACE))
 
 
 class MinHasher:

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, DedupConfig
 from pipeline.crashpoints import crash_point
 from pipeline.dedup import DedupIndex
 from pipeline.errors import InputError
@@ -162,24 +162,18 @@ def _stored_key_settings(parent: dict) -> dict:
     """What the parent's dedup keys were computed with (DedupConfig.key_settings).
 
     Versions stored before the manifest recorded it: from their config, with whitespace word
-    splitting (all there was then) and bands and rows as used.
+    splitting (all there was then).
     """
     if "settings" in parent["dedup_keys"]:
         return parent["dedup_keys"]["settings"]
     old = parent["config"]["dedup"]
+    given = {"num_perm": old["num_perm"], "shingle_size": old["shingle_size"]}
+    given["word_split"] = old.get("word_split", "whitespace")
     if old.get("threshold") is not None:
-        from pipeline.minhash import lsh_params
-
-        bands, rows = lsh_params(old["threshold"], old["num_perm"])
+        given["threshold"] = old["threshold"]
     else:
-        bands, rows = old["bands"], old["rows"]
-    return {
-        "num_perm": old["num_perm"],
-        "bands": bands,
-        "rows": rows,
-        "shingle_size": old["shingle_size"],
-        "word_split": old.get("word_split", "whitespace"),
-    }
+        given.update(bands=old["bands"], rows=old["rows"])
+    return DedupConfig(**given).key_settings()
 
 
 def _unkeyed_versions(parent: dict) -> list[str]:
@@ -418,10 +412,12 @@ def refresh(
             settings = (
                 _stored_key_settings(parent) if "dedup_keys" in parent else cfg.dedup.key_settings()
             )
-            entry = _store_dedup_keys(parent_dir, tmp, processed, doc_chars, settings)
             added_unkeyed = [] if cfg.dedup.enabled or not doc_chars else [version]
-            entry["unkeyed"] = _unkeyed_versions(parent) + added_unkeyed
-            manifest["dedup_keys"] = entry
+            manifest["dedup_keys"] = {
+                **_store_dedup_keys(parent_dir, tmp, processed, doc_chars),
+                "settings": settings,
+                "unkeyed": _unkeyed_versions(parent) + added_unkeyed,
+            }
             atomic_write_json(tmp / "manifest.json", manifest)
         crash_point("refresh:version_renamed")
         store.set_current(name, version)
@@ -459,9 +455,7 @@ def refresh(
     )
 
 
-def _store_dedup_keys(
-    parent_dir: Path, folder: Path, processed, doc_chars: dict, settings: dict
-) -> dict:
+def _store_dedup_keys(parent_dir: Path, folder: Path, processed, doc_chars: dict) -> dict:
     """The new version's dedup keys: the parent's (linked) and those of its new documents."""
     keys_dir = folder / DedupIndex.FOLDER
     for part in sorted((parent_dir / DedupIndex.FOLDER).glob("*.parquet")):
@@ -475,13 +469,13 @@ def _store_dedup_keys(
     if doc_chars and processed.dedup_keys is not None:
         # Written beside, then moved in: the writer names its files itself, and the folder
         # already holds the parent's.
-        entry = write_dedup_keys(processed.dedup_keys, folder / ".new_keys", settings)
+        entry = write_dedup_keys(processed.dedup_keys, folder / ".new_keys")
         new_rows = entry["rows"]
         keys_dir.mkdir(exist_ok=True)
         for part in sorted((folder / ".new_keys" / DedupIndex.FOLDER).glob("*.parquet")):
             os.replace(part, keys_dir / part.name)
         shutil.rmtree(folder / ".new_keys")
-    return {"folder": DedupIndex.FOLDER, "rows": parent_rows + new_rows, "settings": settings}
+    return {"folder": DedupIndex.FOLDER, "rows": parent_rows + new_rows}
 
 
 def _finish_interrupted_commit(

@@ -412,9 +412,8 @@ def resolve_inputs(cfg: DataConfig, store: DatasetStore) -> tuple[list, dict | N
     return files, crawl_stats
 
 
-def write_dedup_keys(dedup_keys, folder: Path, settings: dict) -> dict:
-    """Store the bucket keys of a version's new documents in its folder; the manifest entry,
-    with the ``settings`` the keys were computed with (DedupConfig.key_settings)."""
+def write_dedup_keys(dedup_keys, folder: Path) -> dict:
+    """Store the bucket keys of a version's new documents in its folder; the manifest entry."""
     # The bucket keys of this version's documents, so a later refresh dedupes against them
     # without recomputing their signatures (pipeline/dedup.py, DedupIndex).
     dedup_keys.write_parquet(str(folder / DedupIndex.FOLDER))
@@ -423,7 +422,6 @@ def write_dedup_keys(dedup_keys, folder: Path, settings: dict) -> dict:
         "rows": sum(
             pq.read_metadata(p).num_rows for p in (folder / DedupIndex.FOLDER).glob("*.parquet")
         ),
-        "settings": settings,
     }
 
 
@@ -525,8 +523,9 @@ def _commit_build(
             "ledger": processed.ledger.to_dict(),
         }
         if processed.dedup_keys is not None:
-            manifest["dedup_keys"] = write_dedup_keys(
-                processed.dedup_keys, tmp, cfg.dedup.key_settings()
-            )
+            manifest["dedup_keys"] = {
+                **write_dedup_keys(processed.dedup_keys, tmp),
+                "settings": cfg.dedup.key_settings(),  # what a refresh's keys must match
+            }
         atomic_write_json(tmp / "manifest.json", manifest)
     return version, splits
